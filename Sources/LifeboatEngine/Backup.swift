@@ -1,0 +1,234 @@
+import Dispatch
+import FoundationEssentials
+import LifeboatFormats
+import LifeboatIO
+import LifeboatStore
+
+public struct BackupOptions: Sendable {
+    public var name: String
+    public var forceRaw: Set<Int> = []
+    public var zstdLevel: Int32 = 3
+    public var showProgress: Bool? = nil
+
+    public init(name: String) { self.name = name }
+}
+
+public struct BackupResult: Sendable {
+    public var imageID: String
+    public var manifest: Manifest
+    public var bytesRead: UInt64
+    public var bytesNew: UInt64
+    public var seconds: Double
+}
+
+public struct EngineError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Device → store. Reads each stream's extents in large sequential reads on one thread,
+/// cuts chunks there, and hashes, dedups and compresses them on every core; the pack
+/// writer then stores new chunks in order. The manifest is committed last.
+public enum BackupEngine {
+    static let batchBytes = 32 << 20
+    static let readBytes: UInt64 = 8 << 20
+    /// Gaps between used extents smaller than this are read through rather than seeked over.
+    static let readThroughGap: UInt64 = 256 << 10
+
+    public static func run(device: FileDevice, store: Store, options: BackupOptions) throws -> BackupResult {
+        let plan = Analyzer.plan(device: device, forceRaw: options.forceRaw)
+        let failures = plan.partitions.compactMap(\.failure)
+        if !failures.isEmpty { throw EngineError(failures.joined(separator: "\n")) }
+
+        let streams: [[Extent]] = [plan.table.rawAreas] + plan.partitions.map(\.extents)
+        let progress = Progress(label: "backup", total: streams.reduce(0) { $0 + $1.totalLength },
+                                enabled: options.showProgress)
+        device.adviseSequential()
+        let sink = try store.makeSink()
+        let pool = ZstdPool(level: options.zstdLevel)
+        var results: [Stream] = []
+        for extents in streams {
+            let chunks = try backupStream(device: device, extents: extents, store: store, sink: sink, pool: pool,
+                                          chunker: Chunker(store.config.chunker), progress: progress)
+            results.append(Stream(extents: extents, chunks: chunks))
+        }
+        try sink.flush()
+        progress.finish()
+
+        var records: [PartitionRecord] = []
+        for (p, stream) in zip(plan.partitions, results.dropFirst()) {
+            records.append(PartitionRecord(
+                number: p.entry.number, start: p.entry.start, size: p.entry.size, type: p.entry.type,
+                name: p.entry.name, filesystem: p.filesystem?.type, label: p.filesystem?.label,
+                uuid: p.filesystem?.uuid, usedBytesClaimed: p.filesystem?.usedBytesClaimed,
+                usedBytesMapped: p.usedBytesMapped, method: p.method, warnings: p.warnings, stream: stream))
+        }
+        let manifest = Manifest(
+            name: options.name, created: Date.now.formatted(.iso8601),
+            source: .init(path: device.path, size: device.size, sectorSize: plan.sectorSize),
+            scheme: plan.table.scheme, table: .init(stream: results[0]), partitions: records,
+            warnings: plan.warnings)
+        let id = try store.commit(manifest)
+        var committed = manifest
+        committed.id = id
+        return BackupResult(imageID: id, manifest: committed, bytesRead: progress.done,
+                            bytesNew: sink.bytesWritten, seconds: progress.elapsed)
+    }
+
+    enum Batch {
+        case chunks([[UInt8]])
+        case end
+        case failed(any Error)
+    }
+
+    private struct Prepared {
+        var id: ChunkID
+        var stored: [UInt8]?
+        var codec: Codec
+        var length: Int
+    }
+
+    static func backupStream(device: FileDevice, extents: [Extent], store: Store, sink: PackSink,
+                             pool: ZstdPool, chunker: Chunker, progress: Progress) throws -> [ChunkRef] {
+        guard !extents.isEmpty else { return [] }
+        let queue = BoundedQueue<Batch>(capacity: 2)
+        let cancelled = Flag()
+        DispatchQueue.global().async {
+            do {
+                try readAndCut(device: device, extents: extents, chunker: chunker, cancelled: cancelled) {
+                    queue.put(.chunks($0))
+                }
+                queue.put(.end)
+            } catch {
+                queue.put(.failed(error))
+            }
+        }
+        var refs: [ChunkRef] = []
+        do {
+            while true {
+                let batch: [[UInt8]]
+                switch queue.take() {
+                case .end: return refs
+                case .failed(let error): throw error
+                case .chunks(let c): batch = c
+                }
+                let prepared = Slots<Prepared>(count: batch.count)
+                let failure = Slots<any Error>(count: 1)
+                let failMutex = Mutex()
+                DispatchQueue.concurrentPerform(iterations: batch.count) { i in
+                    do {
+                        prepared[i] = try prepare(batch[i], store: store, pool: pool)
+                    } catch {
+                        failMutex.withLock { failure[0] = error }
+                    }
+                }
+                if let error = failure[0] { throw error }
+                for case let p? in prepared.all {
+                    if let stored = p.stored {
+                        try sink.add(id: p.id, stored: stored, rawLength: p.length, codec: p.codec)
+                    }
+                    refs.append(ChunkRef(id: p.id, length: p.length))
+                    progress.advance(UInt64(p.length))
+                }
+            }
+        } catch {
+            cancelled.set()
+            // Drain so the reader thread is not left blocked on a full queue.
+            while true {
+                switch queue.take() {
+                case .end, .failed: throw error
+                case .chunks: continue
+                }
+            }
+        }
+    }
+
+    /// Hashes a chunk and, unless the store already has it, compresses it and checks that
+    /// the compressed form decodes back to the same bytes.
+    private static func prepare(_ data: [UInt8], store: Store, pool: ZstdPool) throws -> Prepared {
+        try data.withUnsafeBytes { raw in
+            let id = ChunkID(hashing: raw)
+            if store.contains(id) { return Prepared(id: id, stored: nil, codec: .none, length: data.count) }
+            return try pool.with { z in
+                guard let packed = z.compress(raw) else {
+                    return Prepared(id: id, stored: data, codec: .none, length: data.count)
+                }
+                var check = [UInt8](repeating: 0, count: data.count)
+                try packed.withUnsafeBytes { src in try check.withUnsafeMutableBytes { try z.decompress(src, into: $0) } }
+                guard check == data else {
+                    throw EngineError("chunk \(id): zstd output does not decode to the input; refusing to store it")
+                }
+                return Prepared(id: id, stored: packed, codec: .zstd, length: data.count)
+            }
+        }
+    }
+
+    /// Reads the extents in order with large reads, cuts content-defined chunks and hands
+    /// them over in batches.
+    static func readAndCut(device: FileDevice, extents: [Extent], chunker: Chunker, cancelled: Flag,
+                           emit: ([[UInt8]]) -> Void) throws {
+        let maxChunk = chunker.parameters.max
+        var pending: [UInt8] = []
+        pending.reserveCapacity(batchBytes + 2 * maxChunk + Int(readBytes))
+        var batch: [[UInt8]] = []
+        var batchSize = 0
+
+        func cut(final: Bool) {
+            var pos = 0
+            pending.withUnsafeBytes { buf in
+                while pending.count - pos > 0 && (final || pending.count - pos >= maxChunk) {
+                    let n = chunker.cut(UnsafeRawBufferPointer(rebasing: buf[pos ..< min(pending.count, pos + maxChunk)]))
+                    batch.append(Array(buf[pos ..< pos + n]))
+                    batchSize += n
+                    pos += n
+                }
+            }
+            pending.removeSubrange(0 ..< pos)
+            if batchSize >= batchBytes || (final && !batch.isEmpty) {
+                emit(batch)
+                batch = []
+                batchSize = 0
+            }
+        }
+
+        var scratch = [UInt8](repeating: 0, count: Int(readBytes + readThroughGap))
+        var i = 0
+        while i < extents.count {
+            if cancelled.isSet { throw EngineError("cancelled") }
+            // Group extents that are close together into one read of at most readBytes.
+            let groupStart = extents[i].start
+            var j = i
+            var groupEnd = extents[i].end
+            while j + 1 < extents.count, extents[j + 1].start - groupEnd <= readThroughGap,
+                  extents[j + 1].end - groupStart <= readBytes {
+                j += 1
+                groupEnd = extents[j].end
+            }
+            if groupEnd - groupStart > readBytes {
+                // One big extent: read it in readBytes pieces.
+                var pos = groupStart
+                while pos < groupEnd {
+                    let n = Int(min(readBytes, groupEnd - pos))
+                    try scratch.withUnsafeMutableBytes {
+                        try device.readFully(into: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< n]), at: pos)
+                    }
+                    pending.append(contentsOf: scratch[0 ..< n])
+                    pos += UInt64(n)
+                    cut(final: false)
+                }
+            } else {
+                let n = Int(groupEnd - groupStart)
+                try scratch.withUnsafeMutableBytes {
+                    try device.readFully(into: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< n]), at: groupStart)
+                }
+                for e in extents[i ... j] {
+                    let o = Int(e.start - groupStart)
+                    pending.append(contentsOf: scratch[o ..< o + Int(e.length)])
+                }
+                cut(final: false)
+            }
+            i = j + 1
+        }
+        cut(final: true)
+    }
+}

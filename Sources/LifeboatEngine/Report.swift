@@ -1,0 +1,80 @@
+import LifeboatFormats
+import LifeboatStore
+
+/// The JSON shape of `inspect` and of each partition in `backup --json` (field names are
+/// part of the command-line contract).
+public struct PartitionReport: Codable, Sendable {
+    public var number: Int
+    public var start: UInt64
+    public var size: UInt64
+    public var type: String
+    public var filesystem: String?
+    public var label: String?
+    public var uuid: String?
+    public var usedBytesClaimed: UInt64?
+    public var usedBytesMapped: UInt64?
+    public var method: String
+    public var warnings: [String]
+    public var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case number, start, size, type, filesystem, label, uuid
+        case usedBytesClaimed = "used_bytes_claimed"
+        case usedBytesMapped = "used_bytes_mapped"
+        case method, warnings, error
+    }
+
+    public init(_ p: PartitionPlan) {
+        number = p.entry.number
+        start = p.entry.start
+        size = p.entry.size
+        type = p.entry.type
+        filesystem = p.filesystem?.type
+        label = p.filesystem?.label
+        uuid = p.filesystem?.uuid
+        usedBytesClaimed = p.filesystem?.usedBytesClaimed
+        usedBytesMapped = p.failure == nil ? p.usedBytesMapped : nil
+        method = p.method
+        warnings = p.warnings
+        error = p.failure
+    }
+
+    public init(_ r: PartitionRecord) {
+        number = r.number
+        start = r.start
+        size = r.size
+        type = r.type
+        filesystem = r.filesystem
+        label = r.label
+        uuid = r.uuid
+        usedBytesClaimed = r.usedBytesClaimed
+        usedBytesMapped = r.usedBytesMapped
+        method = r.method
+        warnings = r.warnings
+        error = nil
+    }
+}
+
+public struct DiskReport: Codable, Sendable {
+    public var source: String
+    public var scheme: String
+    public var diskSize: UInt64
+    public var sectorSize: Int
+    public var partitions: [PartitionReport]
+    public var warnings: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case source, scheme, partitions, warnings
+        case diskSize = "disk_size"
+        case sectorSize = "sector_size"
+    }
+
+    public init(_ plan: DiskPlan) {
+        source = plan.path
+        scheme = plan.table.scheme.rawValue
+        diskSize = plan.diskSize
+        sectorSize = plan.sectorSize
+        partitions = plan.partitions.map(PartitionReport.init)
+        warnings = plan.warnings
+    }
+}

@@ -1,0 +1,164 @@
+import Dispatch
+import LifeboatFormats
+import LifeboatIO
+import LifeboatStore
+
+public struct RestoreOptions: Sendable {
+    /// Restore only this partition's data and table entry.
+    public var partition: Int?
+    public var showProgress: Bool? = nil
+    public init(partition: Int? = nil) { self.partition = partition }
+}
+
+public struct RestoreResult: Sendable {
+    public var bytesWritten: UInt64
+    public var seconds: Double
+    public var notes: [String]
+}
+
+/// Store → device. Every check that can refuse happens before the first byte is written;
+/// every chunk is hash-checked before it is written.
+public enum RestoreEngine {
+    static let batchChunks = 32
+
+    public static func run(manifest: Manifest, store: Store, targetPath: String,
+                           options: RestoreOptions) throws -> RestoreResult {
+        try manifest.validate()
+        let target = try openTarget(targetPath, manifest: manifest, wholeDisk: options.partition == nil)
+        var notes: [String] = []
+        // The saved table areas, readable like a disk: the same parser that read the
+        // source reads them back.
+        let saved = try SavedAreas(stream: manifest.table.stream, diskSize: manifest.source.size, store: store)
+        let savedTable = try PartitionTables.read(saved, sectorSize: manifest.source.sectorSize)
+
+        // 1. Decide what to write (all checks first).
+        var streams: [(label: String, stream: Stream)] = []
+        var tablePatches: [(offset: UInt64, bytes: [UInt8])] = []
+        if let number = options.partition {
+            guard let p = manifest.partitions.first(where: { $0.number == number }) else {
+                throw EngineError("image \(manifest.id.prefix(12)) has no partition \(number); it has \(manifest.partitions.map(\.number).map(String.init).joined(separator: ", "))")
+            }
+            tablePatches = try TableRestore.patchOnePartition(savedTable: savedTable, saved: saved, manifest: manifest,
+                                                              number: number, target: target)
+            streams = [("partition \(number)", p.stream)]
+        } else {
+            let table = try TableRestore.wholeTable(savedTable: savedTable, saved: saved, manifest: manifest,
+                                                    targetSize: target.size)
+            tablePatches = table.patches
+            notes += table.notes
+            streams = [("partition table", table.stream)] + manifest.partitions.map { ("partition \($0.number)", $0.stream) }
+        }
+        for (label, s) in streams {
+            if let last = s.extents.last, last.end > target.size {
+                throw EngineError("\(label) ends at byte \(last.end) but \(targetPath) has only \(target.size) bytes; nothing was written")
+            }
+        }
+
+        // 2. Write.
+        let total = streams.reduce(0) { $0 + $1.stream.byteCount }
+        let progress = Progress(label: "restore", total: total, enabled: options.showProgress)
+        let pool = ZstdPool(level: 3)
+        for (label, s) in streams {
+            try restoreStream(s, label: label, store: store, target: target, pool: pool, progress: progress)
+        }
+        for patch in tablePatches { try target.write(patch.bytes, at: patch.offset) }
+        try target.sync()
+        progress.finish()
+        return RestoreResult(bytesWritten: progress.done, seconds: progress.elapsed, notes: notes)
+    }
+
+    static func openTarget(_ path: String, manifest: Manifest, wholeDisk: Bool) throws -> FileDevice {
+        if !FS.exists(path) {
+            guard wholeDisk else {
+                throw EngineError("\(path) does not exist; restoring one partition needs the target disk (restore the whole image to create a new file)")
+            }
+            let f = try FileDevice(path: path, mode: .create)
+            try f.truncate(to: manifest.source.size)
+            return try FileDevice(path: path, mode: .readWrite)
+        }
+        let f = try FileDevice(path: path, mode: .readWrite)
+        if wholeDisk && !f.isBlockDevice && f.size < manifest.source.size {
+            try f.truncate(to: manifest.source.size)
+            return try FileDevice(path: path, mode: .readWrite)
+        }
+        return f
+    }
+
+    /// Decodes and checks chunks on every core and writes each to its disk ranges.
+    static func restoreStream(_ stream: Stream, label: String, store: Store, target: FileDevice,
+                              pool: ZstdPool, progress: Progress) throws {
+        let map = StreamMap(stream.extents)
+        var starts: [UInt64] = []
+        starts.reserveCapacity(stream.chunks.count)
+        var pos: UInt64 = 0
+        for c in stream.chunks {
+            starts.append(pos)
+            pos += UInt64(c.length)
+        }
+        let offsets = starts
+        var next = 0
+        while next < stream.chunks.count {
+            let first = next
+            let last = min(first + batchChunks * workerCount, stream.chunks.count)
+            let failure = Slots<String>(count: 1)
+            let failMutex = Mutex()
+            DispatchQueue.concurrentPerform(iterations: last - first) { k in
+                let i = first + k
+                let ref = stream.chunks[i]
+                let pieces = map.pieces(offset: offsets[i], length: UInt64(ref.length))
+                do {
+                    let data = try pool.with { try store.readChunk(ref, zstd: $0) }
+                    try data.withUnsafeBytes { buf in
+                        for p in pieces {
+                            try target.write(UnsafeRawBufferPointer(rebasing: buf[Int(p.at) ..< Int(p.at + p.length)]), at: p.disk)
+                        }
+                    }
+                } catch {
+                    let range = pieces.first.map { "bytes \($0.disk)…\(pieces.last!.disk + pieces.last!.length - 1)" } ?? ""
+                    failMutex.withLock {
+                        if failure[0] == nil { failure[0] = "\(label), disk \(range): \(error)" }
+                    }
+                }
+            }
+            if let message = failure[0] {
+                throw EngineError("restore failed: \(message). The target is incomplete; do not boot it.")
+            }
+            for i in first ..< last { progress.advance(UInt64(stream.chunks[i].length)) }
+            next = last
+        }
+    }
+}
+
+/// The table stream's bytes, readable as a disk of the source's size (zeros elsewhere).
+struct SavedAreas: BlockSource {
+    let size: UInt64
+    let pieces: [(extent: Extent, bytes: [UInt8])]
+
+    init(stream: Stream, diskSize: UInt64, store: Store) throws {
+        size = diskSize
+        let z = Zstd()
+        var all: [UInt8] = []
+        for c in stream.chunks { all += try store.readChunk(c, zstd: z) }
+        var out: [(Extent, [UInt8])] = []
+        var pos = 0
+        for e in stream.extents {
+            out.append((e, Array(all[pos ..< pos + Int(e.length)])))
+            pos += Int(e.length)
+        }
+        pieces = out
+    }
+
+    func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        guard offset <= size, UInt64(count) <= size - offset else {
+            throw FormatError(.outOfBounds, "saved areas: read of \(count) bytes at \(offset) past \(size)")
+        }
+        var out = [UInt8](repeating: 0, count: count)
+        let end = offset + UInt64(count)
+        for (e, bytes) in pieces where e.start < end && e.end > offset {
+            let from = max(e.start, offset), to = min(e.end, end)
+            out.replaceSubrange(Int(from - offset) ..< Int(to - offset),
+                                with: bytes[Int(from - e.start) ..< Int(to - e.start)])
+        }
+        return out
+    }
+}
