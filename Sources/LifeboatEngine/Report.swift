@@ -24,6 +24,23 @@ public struct PartitionReport: Codable, Sendable {
         case method, warnings, error
     }
 
+    /// Absent values are written as null: every documented field is always present.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(number, forKey: .number)
+        try c.encode(start, forKey: .start)
+        try c.encode(size, forKey: .size)
+        try c.encode(type, forKey: .type)
+        try c.encode(filesystem, forKey: .filesystem)
+        try c.encode(label, forKey: .label)
+        try c.encode(uuid, forKey: .uuid)
+        try c.encode(usedBytesClaimed, forKey: .usedBytesClaimed)
+        try c.encode(usedBytesMapped, forKey: .usedBytesMapped)
+        try c.encode(method, forKey: .method)
+        try c.encode(warnings, forKey: .warnings)
+        try c.encode(error, forKey: .error)
+    }
+
     public init(_ p: PartitionPlan) {
         number = p.entry.number
         start = p.entry.start

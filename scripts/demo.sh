@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The main job on a generated sample disk: back it up into a local store, restore it into a
+# new file, check the restored filesystem with e2fsck and the store with `lifeboat verify`.
+set -euo pipefail
+LB=${1:?usage: demo.sh PATH-TO-lifeboat}
+DIR=${DEMO_DIR:-demo}
+rm -rf "$DIR"
+mkdir -p "$DIR/files"
+say() { printf '\n== %s\n' "$*"; }
+
+say "Making a 256 MiB sample disk: MBR, an ext4 partition with files, and a swap-sized raw partition"
+# Mixed content: text, binaries, random data, many small files.
+cp -r /usr/share/doc "$DIR/files/doc" 2>/dev/null || true
+cp /usr/bin/* "$DIR/files/" 2>/dev/null || true
+head -c 20M /dev/urandom > "$DIR/files/random.bin"
+truncate -s 256M "$DIR/disk.img"
+printf 'label: dos\nstart=2048, size=409600, type=83\nstart=411648, type=82\n' | sfdisk -q "$DIR/disk.img"
+truncate -s $((409600 * 512)) "$DIR/part1.img"
+mkfs.ext4 -q -F -L demo-root -d "$DIR/files" "$DIR/part1.img"
+dd if="$DIR/part1.img" of="$DIR/disk.img" bs=1M seek=1 conv=notrunc status=none
+rm -f "$DIR/part1.img"
+
+say "lifeboat inspect"
+"$LB" inspect "$DIR/disk.img"
+
+say "lifeboat backup (first, then again: the second stores almost nothing)"
+"$LB" backup "$DIR/disk.img" --store "$DIR/store" --name demo-pc
+ID=$("$LB" backup "$DIR/disk.img" --store "$DIR/store" --name demo-pc | tee /dev/stderr | tail -1)
+"$LB" images --store "$DIR/store"
+
+say "lifeboat restore $ID -> $DIR/restored.img"
+"$LB" restore "$ID" "$DIR/restored.img" --store "$DIR/store"
+
+say "Checking: e2fsck on the restored partition, and lifeboat verify"
+dd if="$DIR/restored.img" of="$DIR/restored-p1.img" bs=1M skip=1 count=200 status=none
+e2fsck -fn "$DIR/restored-p1.img"
+rm -f "$DIR/restored-p1.img"
+"$LB" verify --store "$DIR/store"
+cmp <(sfdisk -d "$DIR/disk.img" | grep -v '^label-id\|^device') <(sfdisk -d "$DIR/restored.img" | grep -v '^label-id\|^device') \
+    && echo "partition tables match"
+say "Done. The store is $DIR/store; try: $LB images --store $DIR/store"
