@@ -58,7 +58,7 @@ func runTool(_ name: String, _ args: [String], stdin: String? = nil) throws -> (
 }
 
 func tempDir() throws -> String {
-    let d = NSTemporaryDirectory() + "lifeboat-ptable-\(UUID().uuidString)"
+    let d = NSTemporaryDirectory() + "lifeboat-ptable-\(getpid())-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
     return d
 }
@@ -193,6 +193,16 @@ func gptDisk(sectors n: UInt64, parts: [(first: UInt64, last: UInt64)], backup: 
 // MARK: - Tests
 
 final class PartitionTableTests: XCTestCase {
+    /// Image directories made by `tempDir()` are removed after every test.
+    override func tearDown() {
+        let tmp = NSTemporaryDirectory()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
+        where name.hasPrefix("lifeboat-ptable-\(getpid())-") {
+            try? FileManager.default.removeItem(atPath: tmp + name)
+        }
+        super.tearDown()
+    }
+
     // MARK: CRC
 
     func testCRC32MatchesIEEECheckValues() {
