@@ -32,24 +32,24 @@ public enum RestoreEngine {
         let savedTable = try PartitionTables.read(saved, sectorSize: manifest.source.sectorSize)
 
         // 1. Decide what to write (all checks first).
-        var streams: [(label: String, stream: Stream)] = []
-        var tablePatches: [(offset: UInt64, bytes: [UInt8])] = []
+        var streams: [(label: String, stream: Stream, writeBelow: UInt64)] = []
+        var tablePatches: [BytePatch] = []
         if let number = options.partition {
             guard let p = manifest.partitions.first(where: { $0.number == number }) else {
                 throw EngineError("image \(manifest.id.prefix(12)) has no partition \(number); it has \(manifest.partitions.map(\.number).map(String.init).joined(separator: ", "))")
             }
-            tablePatches = try TableRestore.patchOnePartition(savedTable: savedTable, saved: saved, manifest: manifest,
-                                                              number: number, target: target)
-            streams = [("partition \(number)", p.stream)]
+            tablePatches = try TableRestore.onePartition(savedTable: savedTable, manifest: manifest, number: number,
+                                                         target: target)
+            streams = [("partition \(number)", p.stream, .max)]
         } else {
-            let table = try TableRestore.wholeTable(savedTable: savedTable, saved: saved, manifest: manifest,
-                                                    targetSize: target.size)
+            let table = try TableRestore.wholeDisk(savedTable: savedTable, manifest: manifest, targetSize: target.size)
             tablePatches = table.patches
             notes += table.notes
-            streams = [("partition table", table.stream)] + manifest.partitions.map { ("partition \($0.number)", $0.stream) }
+            streams = [("partition table", manifest.table.stream, table.writeBelow)]
+                + manifest.partitions.map { ("partition \($0.number)", $0.stream, .max) }
         }
-        for (label, s) in streams {
-            if let last = s.extents.last, last.end > target.size {
+        for (label, s, writeBelow) in streams {
+            if let last = s.extents.last(where: { $0.start < writeBelow }), last.end > target.size {
                 throw EngineError("\(label) ends at byte \(last.end) but \(targetPath) has only \(target.size) bytes; nothing was written")
             }
         }
@@ -58,8 +58,9 @@ public enum RestoreEngine {
         let total = streams.reduce(0) { $0 + $1.stream.byteCount }
         let progress = Progress(label: "restore", total: total, enabled: options.showProgress)
         let pool = ZstdPool(level: 3)
-        for (label, s) in streams {
-            try restoreStream(s, label: label, store: store, target: target, pool: pool, progress: progress)
+        for (label, s, writeBelow) in streams {
+            try restoreStream(s, label: label, store: store, target: target, pool: pool, progress: progress,
+                              writeBelow: writeBelow)
         }
         for patch in tablePatches { try target.write(patch.bytes, at: patch.offset) }
         try target.sync()
@@ -86,7 +87,7 @@ public enum RestoreEngine {
 
     /// Decodes and checks chunks on every core and writes each to its disk ranges.
     static func restoreStream(_ stream: Stream, label: String, store: Store, target: FileDevice,
-                              pool: ZstdPool, progress: Progress) throws {
+                              pool: ZstdPool, progress: Progress, writeBelow: UInt64 = .max) throws {
         let map = StreamMap(stream.extents)
         var starts: [UInt64] = []
         starts.reserveCapacity(stream.chunks.count)
@@ -109,7 +110,7 @@ public enum RestoreEngine {
                 do {
                     let data = try pool.with { try store.readChunk(ref, zstd: $0) }
                     try data.withUnsafeBytes { buf in
-                        for p in pieces {
+                        for p in pieces where p.disk < writeBelow {
                             try target.write(UnsafeRawBufferPointer(rebasing: buf[Int(p.at) ..< Int(p.at + p.length)]), at: p.disk)
                         }
                     }
