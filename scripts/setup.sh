@@ -5,7 +5,7 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 # Build: libzstd (the store's compressor). Tests and demo: the real tools are the oracles.
-for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone; do
+for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

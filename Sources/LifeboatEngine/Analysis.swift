@@ -31,7 +31,7 @@ public enum Analyzer {
     /// Reads the partition table and every filesystem's allocation map. Never trusts the
     /// disk: anything unreadable becomes a raw plan with a warning. `forceRaw` lists
     /// partition numbers to save whole.
-    public static func plan(device: FileDevice, forceRaw: Set<Int> = []) -> DiskPlan {
+    public static func plan(device: FileDevice, forceRaw: Set<Int> = [], force: Bool = false) -> DiskPlan {
         let sector = device.logicalSectorSize
         var warnings: [String] = []
         var table: PartitionTable
@@ -48,12 +48,14 @@ public enum Analyzer {
             // A bare filesystem or unknown bytes: the whole source is "partition 1".
             entries = [PartitionEntry(number: 1, start: 0, size: device.size, type: "none")]
         }
-        let partitions = entries.map { planPartition(device: device, entry: $0, forceRaw: forceRaw.contains($0.number)) }
+        let partitions = entries.map {
+            planPartition(device: device, entry: $0, forceRaw: forceRaw.contains($0.number), force: force)
+        }
         return DiskPlan(path: device.path, diskSize: device.size, sectorSize: sector, table: table,
                         partitions: partitions, warnings: warnings)
     }
 
-    static func planPartition(device: FileDevice, entry: PartitionEntry, forceRaw: Bool) -> PartitionPlan {
+    static func planPartition(device: FileDevice, entry: PartitionEntry, forceRaw: Bool, force: Bool) -> PartitionPlan {
         let whole = entry.size > 0 ? [Extent(start: entry.start, length: entry.size)] : []
         var plan = PartitionPlan(entry: entry, filesystem: nil, method: "raw", extents: whole, warnings: [])
         let slice: SliceSource
@@ -82,6 +84,13 @@ public enum Analyzer {
         }
         plan.filesystem = info
         plan.warnings += info.warnings.map { "partition \(entry.number) (\(info.type)): \($0)" }
+        if let refusal = info.refusal {
+            if force {
+                plan.warnings.append("partition \(entry.number) (\(info.type)): \(refusal) (saved anyway: --force)")
+            } else {
+                plan.failure = "partition \(entry.number) (\(info.type)): \(refusal); `--force` saves it anyway"
+            }
+        }
         if forceRaw {
             plan.warnings.append("partition \(entry.number): saved raw as asked (--raw)")
             return plan

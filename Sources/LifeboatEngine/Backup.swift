@@ -7,6 +7,8 @@ import LifeboatStore
 public struct BackupOptions: Sendable {
     public var name: String
     public var forceRaw: Set<Int> = []
+    /// Save filesystems whose state would make the image lose data (hibernated, dirty).
+    public var force = false
     public var zstdLevel: Int32 = 3
     public var showProgress: Bool? = nil
 
@@ -36,7 +38,7 @@ public enum BackupEngine {
     static let readThroughGap: UInt64 = 256 << 10
 
     public static func run(device: FileDevice, store: Store, options: BackupOptions) throws -> BackupResult {
-        let plan = Analyzer.plan(device: device, forceRaw: options.forceRaw)
+        let plan = Analyzer.plan(device: device, forceRaw: options.forceRaw, force: options.force)
         let failures = plan.partitions.compactMap(\.failure)
         if !failures.isEmpty { throw EngineError(failures.joined(separator: "\n")) }
 

@@ -9,15 +9,19 @@ public struct FilesystemInfo: Equatable, Sendable {
     public var usedBytesClaimed: UInt64
     /// Things an administrator should know (needs recovery, unknown features, …).
     public var warnings: [String]
+    /// Set when saving the filesystem as it is would lose data (e.g. a hibernated NTFS
+    /// volume): the backup refuses unless forced. Says what the administrator should do.
+    public var refusal: String?
 
     public init(type: String, label: String?, uuid: String?, blockSize: Int,
-                usedBytesClaimed: UInt64, warnings: [String] = []) {
+                usedBytesClaimed: UInt64, warnings: [String] = [], refusal: String? = nil) {
         self.type = type
         self.label = label
         self.uuid = uuid
         self.blockSize = blockSize
         self.usedBytesClaimed = usedBytesClaimed
         self.warnings = warnings
+        self.refusal = refusal
     }
 }
 

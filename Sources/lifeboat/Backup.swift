@@ -18,6 +18,9 @@ struct Backup: ParsableCommand {
     @Option(name: .customLong("raw"), help: "Save partition N whole instead of by used blocks (repeatable).")
     var raw: [Int] = []
 
+    @Flag(help: "Save filesystems even when their state would make the image lose data (hibernated or dirty NTFS).")
+    var force = false
+
     @Option(help: "zstd compression level (1–19).")
     var level: Int32 = 3
 
@@ -47,6 +50,7 @@ struct Backup: ParsableCommand {
             var options = BackupOptions(name: name ?? String(source.split(separator: "/").last ?? "disk"))
             options.forceRaw = Set(raw)
             options.zstdLevel = level
+            options.force = force
             return try BackupEngine.run(device: device, store: store, options: options)
         }
         let m = result.manifest
