@@ -2,7 +2,7 @@
 export PATH := $(PATH):/opt/swift/usr/bin
 SWIFT ?= swift
 
-.PHONY: demo test build setup bench clean
+.PHONY: demo test build setup bench fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -19,6 +19,12 @@ demo: build
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Each parser under libFuzzer for FUZZ_SECONDS (make test runs this too).
+FUZZ_SECONDS ?= 20
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: setup
 	bench/imaging.sh

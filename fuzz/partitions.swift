@@ -1,0 +1,3 @@
+func fuzzOne(_ source: MemorySource) {
+    _ = try? PartitionTables.read(source)
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Writes small real images for a fuzz target into DIR, so libFuzzer starts from valid
+# metadata instead of random bytes.
+set -euo pipefail
+target=$1 dir=$2
+mkdir -p "$dir"
+img() { rm -f "$dir/$1"; truncate -s "$2" "$dir/$1"; echo "$dir/$1"; }
+case "$target" in
+partitions)
+    printf 'label: dos\n,100K,83\n,,5\n,100K,83\n,100K,83\n' | sfdisk -q "$(img mbr 1M)"
+    sgdisk -q -n1:34:+100K -n2:0:+100K "$(img gpt 1M)" >/dev/null
+    ;;
+ext)
+    mkfs.ext2 -q -F -b 1024 "$(img ext2 512K)"
+    mkfs.ext4 -q -F -b 1024 "$(img ext4 1M)" 2>/dev/null
+    mkfs.ext4 -q -F -b 1024 -O 64bit,meta_bg,^resize_inode "$(img ext4-meta 1M)" 2>/dev/null
+    ;;
+*)
+    f=fuzz/$target-seeds.sh
+    [ -x "$f" ] && "$f" "$dir" || { echo "no seeds for $target" >&2; exit 1; }
+    ;;
+esac
