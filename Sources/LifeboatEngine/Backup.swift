@@ -106,12 +106,15 @@ public enum BackupEngine {
             }
         }
         var refs: [ChunkRef] = []
+        var readerDone = false
         do {
             while true {
                 let batch: [[UInt8]]
                 switch queue.take() {
                 case .end: return refs
-                case .failed(let error): throw error
+                case .failed(let error):
+                    readerDone = true
+                    throw error
                 case .chunks(let c): batch = c
                 }
                 let prepared = Slots<Prepared>(count: batch.count)
@@ -136,12 +139,13 @@ public enum BackupEngine {
         } catch {
             cancelled.set()
             // Drain so the reader thread is not left blocked on a full queue.
-            while true {
+            while !readerDone {
                 switch queue.take() {
-                case .end, .failed: throw error
+                case .end, .failed: readerDone = true
                 case .chunks: continue
                 }
             }
+            throw error
         }
     }
 
