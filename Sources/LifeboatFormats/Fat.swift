@@ -10,7 +10,7 @@ public enum Fat: FilesystemModule {
         let g = try FatGeometry(bpb, sourceSize: source.size)
         // The used claim comes from the FAT the OS reads (the active copy), §4.
         var allocated: UInt64 = 0
-        try g.scanFat(source, copies: [g.activeFat]) { _, _ in allocated += 1 }
+        try g.scanFat(source, copies: [g.activeFat]) { _, length in allocated += length }
         return try g.info(source, allocatedClusters: allocated)
     }
 
