@@ -15,6 +15,16 @@ ext)
     mkfs.ext4 -q -F -b 1024 "$(img ext4 1M)" 2>/dev/null
     mkfs.ext4 -q -F -b 1024 -O 64bit,meta_bg,^resize_inode "$(img ext4-meta 1M)" 2>/dev/null
     ;;
+fat)
+    mkfs.vfat -F 12 "$(img fat12 512K)" >/dev/null
+    mkfs.vfat -F 16 -s 1 "$(img fat16 3M)" >/dev/null
+    ;;
+exfat)
+    mkfs.exfat "$(img exfat 1M)" >/dev/null 2>&1 || mkfs.exfat "$(img exfat 4M)" >/dev/null
+    ;;
+swap)
+    mkswap -L fuzz "$(img swap 64K)" >/dev/null 2>&1
+    ;;
 *)
     f=fuzz/$target-seeds.sh
     [ -x "$f" ] && "$f" "$dir" || { echo "no seeds for $target" >&2; exit 1; }

@@ -22,7 +22,7 @@ for t in "${targets[@]}"; do
         || { cat "$out/build.log" >&2; exit 1; }
     fuzz/seeds.sh "$t" "$out/seeds"
     echo "fuzz $t: ${seconds}s"
-    (cd "$out" && ./fuzz -max_total_time="$seconds" -max_len=1048576 -timeout=10 -rss_limit_mb=2048 \
+    (cd "$out" && ./fuzz -max_total_time="$seconds" -max_len=4194304 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 corpus seeds > run.log 2>&1) || { tail -40 "$out/run.log" >&2; echo "fuzz $t: FAILED (input saved in $out)" >&2; exit 1; }
     grep -E 'stat::number_of_executed_units' "$out/run.log" | sed "s/^/  $t /"
 done

@@ -39,9 +39,11 @@ public protocol FilesystemModule {
 public enum Filesystems {
     nonisolated(unsafe) public static let all: [any FilesystemModule.Type] = [
         Ext.self,
+        // Swap's magic is exact; check it before FAT, whose boot sector a swap area may
+        // still carry from an earlier life.
+        Swap.self,
         Fat.self,
         Exfat.self,
-        Swap.self,
     ]
 
     /// The first module whose probe recognises `source`, with what it found.

@@ -1,0 +1,1 @@
+func fuzzOne(_ source: MemorySource) { fuzzFilesystem(Exfat.self, source) }
