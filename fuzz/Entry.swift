@@ -1,9 +1,31 @@
-// libFuzzer entry point shared by every target; each fuzz/<target>.swift defines fuzzOne.
-// Built by scripts/fuzz.sh with `swiftc -sanitize=fuzzer,address` over the formats sources
-// (SwiftPM has no fuzzer product type, hence this shim).
+// libFuzzer entry point for every parser target. scripts/fuzz.sh compiles this file with the
+// formats sources under `swiftc -sanitize=fuzzer,address` (SwiftPM has no fuzzer product
+// type, hence this shim) and runs it once per target with FUZZ_TARGET set.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One entry per parser, `"name": body` on its own line (scripts/fuzz.sh lists them from here).
+let targets: [String: (MemorySource) -> Void] = [
+    "partitions": { _ = try? PartitionTables.read($0) },
+    "ext": { fuzzFilesystem(Ext.self, $0) },
+    "fat": { fuzzFilesystem(Fat.self, $0) },
+    "exfat": { fuzzFilesystem(Exfat.self, $0) },
+    "swap": { fuzzFilesystem(Swap.self, $0) },
+]
+
+let selected: (MemorySource) -> Void = {
+    let name = getenv("FUZZ_TARGET").map { String(cString: $0) } ?? ""
+    guard let body = targets[name] else {
+        print("FUZZ_TARGET must be one of \(targets.keys.sorted()), found \"\(name)\"")
+        exit(2)
+    }
+    return body
+}()
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func llvmFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    fuzzOne(MemorySource(Array(UnsafeBufferPointer(start: data, count: size))))
+    selected(MemorySource(Array(UnsafeBufferPointer(start: data, count: size))))
     return 0
 }
 

@@ -101,7 +101,7 @@ final class ExtFixtureDir {
     func make(_ mkfs: String, sizeMiB: Int, _ options: [String], populate: Bool = true,
               name: String = "fs.img") throws -> String {
         let path = url.appendingPathComponent(name).path
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         try h.truncate(atOffset: UInt64(sizeMiB) << 20)
         try h.close()

@@ -1,1 +1,0 @@
-func fuzzOne(_ source: MemorySource) { fuzzFilesystem(Ext.self, source) }

@@ -1,3 +1,0 @@
-func fuzzOne(_ source: MemorySource) {
-    _ = try? PartitionTables.read(source)
-}
