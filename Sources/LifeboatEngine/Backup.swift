@@ -104,12 +104,16 @@ public enum BackupEngine {
             }
         }
         var refs: [ChunkRef] = []
+        // Set once the reader has put its last item (.failed): nothing more will come to drain.
+        var readerDone = false
         do {
             while true {
                 let batch: [[UInt8]]
                 switch queue.take() {
                 case .end: return refs
-                case .failed(let error): throw error
+                case .failed(let error):
+                    readerDone = true
+                    throw error
                 case .chunks(let c): batch = c
                 }
                 let prepared = Slots<Prepared>(count: batch.count)
@@ -133,6 +137,7 @@ public enum BackupEngine {
             }
         } catch {
             cancelled.set()
+            if readerDone { throw error }
             // Drain so the reader thread is not left blocked on a full queue.
             while true {
                 switch queue.take() {
