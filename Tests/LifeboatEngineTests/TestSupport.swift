@@ -101,7 +101,8 @@ func firstDifference(_ a: FileDevice, _ b: FileDevice, in extent: Extent) throws
     while pos < extent.end {
         let n = Int(min(extent.end - pos, 4 * MiB))
         let x = try a.read(at: pos, count: n), y = try b.read(at: pos, count: n)
-        if x != y {
+        let same = x.withUnsafeBytes { px in y.withUnsafeBytes { py in memcmp(px.baseAddress!, py.baseAddress!, n) == 0 } }
+        if !same {
             let i = zip(x, y).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(x.count, y.count)
             return pos + UInt64(i)
         }
@@ -138,12 +139,19 @@ func complement(of used: [Extent], within range: Extent) -> [Extent] {
 func nonPoisonBytes(_ path: String, in extents: [Extent]) throws -> UInt64 {
     let f = try FileDevice(path: path)
     var bad: UInt64 = 0
+    // The pattern for a read starting at any offset: slice it at offset % 4.
+    let pattern = [UInt8]((0 ..< Int(4 * MiB) + 4).map { poisonPattern[$0 % 4] })
     for e in extents {
         var pos = e.start
         while pos < e.end {
             let n = Int(min(e.end - pos, 4 * MiB))
             let bytes = try f.read(at: pos, count: n)
-            for (i, b) in bytes.enumerated() where b != poisonByte(at: pos + UInt64(i)) { bad += 1 }
+            let same = bytes.withUnsafeBytes { pb in
+                pattern.withUnsafeBytes { pp in memcmp(pb.baseAddress!, pp.baseAddress! + Int(pos % 4), n) == 0 }
+            }
+            if !same {
+                for (i, b) in bytes.enumerated() where b != poisonByte(at: pos + UInt64(i)) { bad += 1 }
+            }
             pos += UInt64(n)
         }
     }
@@ -268,10 +276,13 @@ class EngineTestCase: XCTestCase {
 
     /// Removes the `doomed-*` files with debugfs (no mount), leaving their data in free blocks.
     func deleteDoomed(_ fsImage: String) throws {
-        try shOK("debugfs -w -R 'rm /doomed-random.bin' \(q(fsImage)) && debugfs -w -R 'rm /data/doomed-more.bin' \(q(fsImage))")
-        for i in stride(from: 1, through: 400, by: 7) {
-            _ = sh("debugfs -w -R 'rm /small/f\(i).txt' \(q(fsImage))")
-        }
+        var commands = ["rm /doomed-random.bin", "rm /data/doomed-more.bin"]
+        commands += stride(from: 1, through: 400, by: 7).map { "rm /small/f\($0).txt" }
+        let script = fsImage + ".debugfs"
+        try commands.joined(separator: "\n").write(toFile: script, atomically: true, encoding: .utf8)
+        try shOK("debugfs -w -f \(q(script)) \(q(fsImage)) >/dev/null && rm -f \(q(script))")
+        // The deletions really happened.
+        XCTAssertTrue(sh("debugfs -R 'stat /doomed-random.bin' \(q(fsImage))").err.contains("not found"))
     }
 
     /// Builds a filesystem of `size` bytes in its own file and writes it into `disk` at `offset`.
@@ -305,10 +316,53 @@ class EngineTestCase: XCTestCase {
         }
     }
 
+    /// Fixture disks built once per test class and copied for each test (they take seconds
+    /// to build); the cache directory goes away in the class tearDown.
+    nonisolated(unsafe) static var fixtureCache: [String: String] = [:]
+    nonisolated(unsafe) static var fixtureDirectory: String?
+
+    func cachedFixture(_ kind: String, as name: String, build: () throws -> String) throws -> String {
+        let key = "\(Self.self)/\(kind)"
+        if Self.fixtureCache[key] == nil {
+            if EngineTestCase.fixtureDirectory == nil {
+                EngineTestCase.fixtureDirectory = try shOK("mktemp -d /tmp/lifeboat-engine-fixtures.XXXXXX")
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let built = try build()
+            let kept = EngineTestCase.fixtureDirectory! + "/" + key.replacingOccurrences(of: "/", with: "-")
+            try shOK("cp --sparse=always \(q(built)) \(q(kept))")
+            Self.fixtureCache[key] = kept
+            return built
+        }
+        let disk = path(name)
+        try shOK("cp --sparse=always \(q(Self.fixtureCache[key]!)) \(q(disk))")
+        return disk
+    }
+
+    override class func tearDown() {
+        for (key, file) in fixtureCache where key.hasPrefix("\(Self.self)/") {
+            try? FileManager.default.removeItem(atPath: file)
+            fixtureCache[key] = nil
+        }
+        if fixtureCache.isEmpty, let dir = fixtureDirectory {
+            try? FileManager.default.removeItem(atPath: dir)
+            fixtureDirectory = nil
+        }
+        super.tearDown()
+    }
+
+    func makeMBRDisk(_ name: String = "mbr.img") throws -> String {
+        try cachedFixture("mbr", as: name) { try buildMBRDisk(name) }
+    }
+
+    func makeGPTDisk(_ name: String = "gpt.img") throws -> String {
+        try cachedFixture("gpt", as: name) { try buildGPTDisk(name) }
+    }
+
     /// MBR disk of 128 MiB: ext2 (1 KiB blocks) on primary 1, an extended partition 2 holding
     /// logical 5 (ext3, 4 KiB, no flex_bg) and logical 6 (ext4, 4 KiB, 64bit); random boot
     /// code and a random MBR gap.
-    func makeMBRDisk(_ name: String = "mbr.img") throws -> String {
+    func buildMBRDisk(_ name: String) throws -> String {
         let disk = path(name)
         try shOK("""
             truncate -s 128M \(q(disk))
@@ -339,7 +393,7 @@ class EngineTestCase: XCTestCase {
     /// GPT disk of 128 MiB: ext4 with 1 KiB blocks (1), ext4 4 KiB 64bit (2), ext4 without
     /// flex_bg and 64bit (3); random protective-MBR boot code and random bytes after the
     /// entry array up to sector 2047.
-    func makeGPTDisk(_ name: String = "gpt.img") throws -> String {
+    func buildGPTDisk(_ name: String) throws -> String {
         let disk = path(name)
         try shOK("""
             truncate -s 128M \(q(disk))
