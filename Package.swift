@@ -32,6 +32,6 @@ let package = Package(
         ]),
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
-        .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine"]),
+        .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatFormats"]),
     ]
 )

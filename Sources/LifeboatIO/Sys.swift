@@ -47,6 +47,12 @@ public final class FileDevice: BlockSource, @unchecked Sendable {
             Glibc.close(fd)
             throw e
         }
+        // A directory opens read-only and fstat()s fine, but is no disk: refuse it here rather
+        // than treat its st_size as a 4 KiB "disk" whose first read fails.
+        guard (st.st_mode & S_IFMT) != S_IFDIR else {
+            Glibc.close(fd)
+            throw SysError("open", path, errno: EISDIR)
+        }
         self.path = path
         self.fd = fd
         self.isBlockDevice = (st.st_mode & S_IFMT) == S_IFBLK
