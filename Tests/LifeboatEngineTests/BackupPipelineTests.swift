@@ -14,7 +14,7 @@ final class BackupPipelineTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let disk = dir + "/disk"
-        FileManager.default.createFile(atPath: disk, contents: Data(repeating: 7, count: 1 << 20))
+        _ = FileManager.default.createFile(atPath: disk, contents: Data(repeating: 7, count: 1 << 20))
         let device = try FileDevice(path: disk)
         let store = try Store(path: dir + "/store", create: true)
         // The second extent lies past the end of the file: pread hits end of file.
