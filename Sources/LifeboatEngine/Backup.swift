@@ -3,6 +3,9 @@ import FoundationEssentials
 import LifeboatFormats
 import LifeboatIO
 import LifeboatStore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public struct BackupOptions: Sendable {
     public var name: String
@@ -149,13 +152,13 @@ public enum BackupEngine {
         try data.withUnsafeBytes { raw in
             let id = ChunkID(hashing: raw)
             if store.contains(id) { return Prepared(id: id, stored: nil, codec: .none, length: data.count) }
-            return try pool.with { z in
-                guard let packed = z.compress(raw) else {
+            return try pool.withWorker { w in
+                guard let packed = w.zstd.compress(raw) else {
                     return Prepared(id: id, stored: data, codec: .none, length: data.count)
                 }
-                var check = [UInt8](repeating: 0, count: data.count)
-                try packed.withUnsafeBytes { src in try check.withUnsafeMutableBytes { try z.decompress(src, into: $0) } }
-                guard check == data else {
+                let check = w.scratch(raw.count)
+                try packed.withUnsafeBytes { try w.zstd.decompress($0, into: check) }
+                guard raw.count == 0 || memcmp(check.baseAddress!, raw.baseAddress!, raw.count) == 0 else {
                     throw EngineError("chunk \(id): zstd output does not decode to the input; refusing to store it")
                 }
                 return Prepared(id: id, stored: packed, codec: .zstd, length: data.count)
