@@ -84,7 +84,7 @@ public enum BackupEngine {
         case failed(any Error)
     }
 
-    private struct Prepared {
+    fileprivate struct Prepared {
         var id: ChunkID
         var stored: [UInt8]?
         var codec: Codec
@@ -106,12 +106,23 @@ public enum BackupEngine {
                 queue.put(.failed(error))
             }
         }
-        var refs: [ChunkRef] = []
+        let stage: StoreStage
         do {
+            stage = try StoreStage(sink: sink, progress: progress)
+        } catch {
+            cancelled.set()
             while true {
+                switch queue.take() {
+                case .end, .failed: throw error
+                case .chunks: continue
+                }
+            }
+        }
+        do {
+            while !stage.hasFailed {
                 let batch: [[UInt8]]
                 switch queue.take() {
-                case .end: return refs
+                case .end: return try stage.finish()
                 case .failed(let error): throw error
                 case .chunks(let c): batch = c
                 }
@@ -126,16 +137,13 @@ public enum BackupEngine {
                     }
                 }
                 if let error = failure[0] { throw error }
-                for case let p? in prepared.all {
-                    if let stored = p.stored {
-                        try sink.add(id: p.id, stored: stored, rawLength: p.length, codec: p.codec)
-                    }
-                    refs.append(ChunkRef(id: p.id, length: p.length))
-                    progress.advance(UInt64(p.length))
-                }
+                stage.put(prepared.all.compactMap { $0 })
             }
+            _ = try stage.finish()
+            throw EngineError("backup stopped")  // not reached: finish() throws the writer's error
         } catch {
             cancelled.set()
+            _ = try? stage.finish()
             // Drain so the reader thread is not left blocked on a full queue.
             while true {
                 switch queue.take() {
@@ -233,5 +241,61 @@ public enum BackupEngine {
             i = j + 1
         }
         cut(final: true)
+    }
+}
+
+/// Stores prepared batches in order on a thread of its own, so pack writes and the fsync
+/// that closes each pack overlap with hashing and compressing the next batch.
+private final class StoreStage: @unchecked Sendable {
+    private let queue = BoundedQueue<[BackupEngine.Prepared]?>(capacity: 2)
+    private let done = DispatchSemaphore(value: 0)
+    private let failed = Flag()
+    private let sink: PackSink
+    private let progress: Progress
+    private var error: (any Error)?
+    private var refs: [ChunkRef] = []
+    private var finished = false
+
+    init(sink: PackSink, progress: Progress) throws {
+        self.sink = sink
+        self.progress = progress
+        try startThread { [self] in run() }
+    }
+
+    private func run() {
+        while let batch = queue.take() {
+            if failed.isSet { continue }
+            do {
+                for p in batch {
+                    if let stored = p.stored {
+                        try sink.add(id: p.id, stored: stored, rawLength: p.length, codec: p.codec)
+                    }
+                    refs.append(ChunkRef(id: p.id, length: p.length))
+                    progress.advance(UInt64(p.length))
+                }
+            } catch {
+                self.error = error
+                failed.set()
+            }
+        }
+        done.signal()
+    }
+
+    /// True once a write failed; the caller stops and calls `finish` for the error.
+    var hasFailed: Bool { failed.isSet }
+
+    func put(_ batch: [BackupEngine.Prepared]) { queue.put(batch) }
+
+    /// Waits until every batch put so far is in the sink; returns the stream's chunk
+    /// references in order, or throws the first write error. Called once per stage
+    /// (later calls return at once).
+    func finish() throws -> [ChunkRef] {
+        if !finished {
+            finished = true
+            queue.put(nil)
+            done.wait()
+        }
+        if let error { throw error }
+        return refs
     }
 }

@@ -83,6 +83,26 @@ final class Slots<T>: @unchecked Sendable {
     var all: [T?] { values }
 }
 
+/// Runs `body` on a new thread of its own (not a dispatch pool thread, so it never takes
+/// a core's slot from `concurrentPerform` while it blocks).
+func startThread(_ body: @escaping @Sendable () -> Void) throws {
+    final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let arg = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { arg in
+        Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
+        return nil
+    }, arg)
+    guard rc == 0 else {
+        Unmanaged<Box>.fromOpaque(arg).release()
+        throw SysError("pthread_create", "backup writer thread", errno: rc)
+    }
+    pthread_detach(thread)
+}
+
 /// The number of worker threads: one per core.
 let workerCount: Int = {
     let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
