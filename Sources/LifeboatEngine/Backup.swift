@@ -10,7 +10,7 @@ import Glibc
 public struct BackupOptions: Sendable {
     public var name: String
     public var forceRaw: Set<Int> = []
-    public var zstdLevel: Int32 = 3
+    public var zstdLevel: Int32 = 2
     public var showProgress: Bool? = nil
 
     public init(name: String) { self.name = name }

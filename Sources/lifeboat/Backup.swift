@@ -18,8 +18,8 @@ struct Backup: ParsableCommand {
     @Option(name: .customLong("raw"), help: "Save partition N whole instead of by used blocks (repeatable).")
     var raw: [Int] = []
 
-    @Option(help: "zstd compression level (1–19).")
-    var level: Int32 = 3
+    @Option(help: "zstd compression level (1–19; 2 is the measured balance of speed and size, docs/PERFORMANCE.md).")
+    var level: Int32 = 2
 
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
