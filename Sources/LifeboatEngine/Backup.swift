@@ -3,13 +3,16 @@ import FoundationEssentials
 import LifeboatFormats
 import LifeboatIO
 import LifeboatStore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public struct BackupOptions: Sendable {
     public var name: String
     public var forceRaw: Set<Int> = []
     /// Save filesystems whose state would make the image lose data (hibernated, dirty).
     public var force = false
-    public var zstdLevel: Int32 = 3
+    public var zstdLevel: Int32 = 2
     public var showProgress: Bool? = nil
 
     public init(name: String) { self.name = name }
@@ -83,7 +86,7 @@ public enum BackupEngine {
         case failed(any Error)
     }
 
-    private struct Prepared {
+    fileprivate struct Prepared {
         var id: ChunkID
         var stored: [UInt8]?
         var codec: Codec
@@ -105,13 +108,17 @@ public enum BackupEngine {
                 queue.put(.failed(error))
             }
         }
-        var refs: [ChunkRef] = []
         var readerDone = false
+        var stage: StoreStage?
         do {
-            while true {
+            let writer = try StoreStage(sink: sink, progress: progress)
+            stage = writer
+            while !writer.hasFailed {
                 let batch: [[UInt8]]
                 switch queue.take() {
-                case .end: return refs
+                case .end:
+                    readerDone = true
+                    return try writer.finish()
                 case .failed(let error):
                     readerDone = true
                     throw error
@@ -128,17 +135,15 @@ public enum BackupEngine {
                     }
                 }
                 if let error = failure[0] { throw error }
-                for case let p? in prepared.all {
-                    if let stored = p.stored {
-                        try sink.add(id: p.id, stored: stored, rawLength: p.length, codec: p.codec)
-                    }
-                    refs.append(ChunkRef(id: p.id, length: p.length))
-                    progress.advance(UInt64(p.length))
-                }
+                writer.put(prepared.all.compactMap { $0 })
             }
+            _ = try writer.finish()
+            throw EngineError("backup stopped")  // not reached: finish() throws the writer's error
         } catch {
             cancelled.set()
-            // Drain so the reader thread is not left blocked on a full queue.
+            _ = try? stage?.finish()
+            // Drain so the reader thread is not left blocked on a full queue; after its own
+            // failure or end there is nothing left to take.
             while !readerDone {
                 switch queue.take() {
                 case .end, .failed: readerDone = true
@@ -155,13 +160,13 @@ public enum BackupEngine {
         try data.withUnsafeBytes { raw in
             let id = ChunkID(hashing: raw)
             if store.contains(id) { return Prepared(id: id, stored: nil, codec: .none, length: data.count) }
-            return try pool.with { z in
-                guard let packed = z.compress(raw) else {
+            return try pool.withWorker { w in
+                guard let packed = w.zstd.compress(raw) else {
                     return Prepared(id: id, stored: data, codec: .none, length: data.count)
                 }
-                var check = [UInt8](repeating: 0, count: data.count)
-                try packed.withUnsafeBytes { src in try check.withUnsafeMutableBytes { try z.decompress(src, into: $0) } }
-                guard check == data else {
+                let check = w.scratch(raw.count)
+                try packed.withUnsafeBytes { try w.zstd.decompress($0, into: check) }
+                guard raw.count == 0 || memcmp(check.baseAddress!, raw.baseAddress!, raw.count) == 0 else {
                     throw EngineError("chunk \(id): zstd output does not decode to the input; refusing to store it")
                 }
                 return Prepared(id: id, stored: packed, codec: .zstd, length: data.count)
@@ -236,5 +241,61 @@ public enum BackupEngine {
             i = j + 1
         }
         cut(final: true)
+    }
+}
+
+/// Stores prepared batches in order on a thread of its own, so pack writes and the fsync
+/// that closes each pack overlap with hashing and compressing the next batch.
+private final class StoreStage: @unchecked Sendable {
+    private let queue = BoundedQueue<[BackupEngine.Prepared]?>(capacity: 2)
+    private let done = DispatchSemaphore(value: 0)
+    private let failed = Flag()
+    private let sink: PackSink
+    private let progress: Progress
+    private var error: (any Error)?
+    private var refs: [ChunkRef] = []
+    private var finished = false
+
+    init(sink: PackSink, progress: Progress) throws {
+        self.sink = sink
+        self.progress = progress
+        try startThread { [self] in run() }
+    }
+
+    private func run() {
+        while let batch = queue.take() {
+            if failed.isSet { continue }
+            do {
+                for p in batch {
+                    if let stored = p.stored {
+                        try sink.add(id: p.id, stored: stored, rawLength: p.length, codec: p.codec)
+                    }
+                    refs.append(ChunkRef(id: p.id, length: p.length))
+                    progress.advance(UInt64(p.length))
+                }
+            } catch {
+                self.error = error
+                failed.set()
+            }
+        }
+        done.signal()
+    }
+
+    /// True once a write failed; the caller stops and calls `finish` for the error.
+    var hasFailed: Bool { failed.isSet }
+
+    func put(_ batch: [BackupEngine.Prepared]) { queue.put(batch) }
+
+    /// Waits until every batch put so far is in the sink; returns the stream's chunk
+    /// references in order, or throws the first write error. Called once per stage
+    /// (later calls return at once).
+    func finish() throws -> [ChunkRef] {
+        if !finished {
+            finished = true
+            queue.put(nil)
+            done.wait()
+        }
+        if let error { throw error }
+        return refs
     }
 }

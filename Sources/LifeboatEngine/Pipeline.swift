@@ -36,15 +36,39 @@ final class Flag: @unchecked Sendable {
 /// zstd contexts for worker threads to borrow; a context is expensive to create.
 final class ZstdPool: @unchecked Sendable {
     private let mutex = Mutex()
-    private var free: [Zstd] = []
+    private var free: [ZstdWorker] = []
     let level: Int32
 
     init(level: Int32) { self.level = level }
 
     func with<R>(_ body: (Zstd) throws -> R) rethrows -> R {
-        let z = mutex.withLock { free.popLast() } ?? Zstd(level: level)
-        defer { mutex.withLock { free.append(z) } }
-        return try body(z)
+        try withWorker { try body($0.zstd) }
+    }
+
+    func withWorker<R>(_ body: (ZstdWorker) throws -> R) rethrows -> R {
+        let w = mutex.withLock { free.popLast() } ?? ZstdWorker(level: level)
+        defer { mutex.withLock { free.append(w) } }
+        return try body(w)
+    }
+}
+
+/// One worker's zstd contexts and a scratch buffer it reuses for every chunk (decode
+/// checks), so the hot path allocates and zero-fills nothing per chunk.
+final class ZstdWorker {
+    let zstd: Zstd
+    private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    init(level: Int32) { zstd = Zstd(level: level) }
+
+    deinit { buffer.deallocate() }
+
+    /// Scratch space of `count` bytes, valid until the next call; contents undefined.
+    func scratch(_ count: Int) -> UnsafeMutableRawBufferPointer {
+        if buffer.count < count {
+            buffer.deallocate()
+            buffer = .allocate(byteCount: max(count, 4 << 20), alignment: 64)
+        }
+        return UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< count])
     }
 }
 
@@ -57,6 +81,26 @@ final class Slots<T>: @unchecked Sendable {
         set { values[i] = newValue }
     }
     var all: [T?] { values }
+}
+
+/// Runs `body` on a new thread of its own (not a dispatch pool thread, so it never takes
+/// a core's slot from `concurrentPerform` while it blocks).
+func startThread(_ body: @escaping @Sendable () -> Void) throws {
+    final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let arg = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { arg in
+        Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
+        return nil
+    }, arg)
+    guard rc == 0 else {
+        Unmanaged<Box>.fromOpaque(arg).release()
+        throw SysError("pthread_create", "backup writer thread", errno: rc)
+    }
+    pthread_detach(thread)
 }
 
 /// The number of worker threads: one per core.

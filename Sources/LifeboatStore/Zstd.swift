@@ -26,13 +26,14 @@ public final class Zstd {
     /// caller then stores the bytes as they are).
     public func compress(_ src: UnsafeRawBufferPointer) -> [UInt8]? {
         let bound = ZSTD_compressBound(src.count)
-        var out = [UInt8](repeating: 0, count: bound)
-        let n = out.withUnsafeMutableBytes { dst in
-            ZSTD_compressCCtx(cctx, dst.baseAddress, bound, src.baseAddress, src.count, level)
+        var ok = false
+        // Uninitialised capacity: zstd writes every byte it reports, so no zero fill first.
+        let out = [UInt8](unsafeUninitializedCapacity: bound) { dst, initialized in
+            let n = ZSTD_compressCCtx(cctx, dst.baseAddress, bound, src.baseAddress, src.count, level)
+            ok = ZSTD_isError(n) == 0 && n < src.count
+            initialized = ok ? n : 0
         }
-        guard ZSTD_isError(n) == 0, n < src.count else { return nil }
-        out.removeSubrange(n...)
-        return out
+        return ok ? out : nil
     }
 
     /// Decompresses one frame into `dst`, which must be exactly the uncompressed size.

@@ -21,8 +21,8 @@ struct Backup: ParsableCommand {
     @Flag(help: "Save filesystems even when their state would make the image lose data (hibernated or dirty NTFS).")
     var force = false
 
-    @Option(help: "zstd compression level (1–19).")
-    var level: Int32 = 3
+    @Option(help: "zstd compression level (1–19; 2 is the measured balance of speed and size, docs/PERFORMANCE.md).")
+    var level: Int32 = 2
 
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
