@@ -21,7 +21,7 @@ struct JfsOracle {
     }
 }
 
-final class JfsFixtureTests: XCTestCase {
+final class JfsTests: XCTestCase {
     func makeImage(_ d: ExtFixtureDir, sizeMiB: Int, _ options: [String], name: String = "j.img") throws -> String {
         let path = d.url.appendingPathComponent(name).path
         try runTool(["truncate", "-s", "\(sizeMiB)M", path])
@@ -104,7 +104,7 @@ final class JfsFixtureTests: XCTestCase {
 
 // MARK: - Hostile inputs
 
-final class JfsHostileTests: XCTestCase {
+final class JfsTestsHostile: XCTestCase {
     static let sb = 0x8000
     static let inode = 0xB000 + 2 * 512
     static let xtroot = inode + 224

@@ -179,7 +179,7 @@ struct ReiserOracle {
 
 // MARK: - Real fixtures
 
-final class ReiserfsFixtureTests: XCTestCase {
+final class ReiserfsTests: XCTestCase {
     func makeImage(_ d: ExtFixtureDir, sizeMiB: Int, _ options: [String], name: String = "r.img") throws -> String {
         let path = d.url.appendingPathComponent(name).path
         try runTool(["truncate", "-s", "\(sizeMiB)M", path])
@@ -287,7 +287,7 @@ final class ReiserfsFixtureTests: XCTestCase {
 
 // MARK: - Hostile inputs
 
-final class ReiserfsHostileTests: XCTestCase {
+final class ReiserfsTestsHostile: XCTestCase {
     static let sb = 65536
     nonisolated(unsafe) static var cached: [UInt8]?
     nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
