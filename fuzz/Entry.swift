@@ -12,6 +12,9 @@ let targets: [String: (MemorySource) -> Void] = [
     "fat": { fuzzFilesystem(Fat.self, $0) },
     "exfat": { fuzzFilesystem(Exfat.self, $0) },
     "swap": { fuzzFilesystem(Swap.self, $0) },
+    "reiserfs": { fuzzFilesystem(Reiserfs.self, $0) },
+    "jfs": { fuzzFilesystem(Jfs.self, $0) },
+    "btrfs": { fuzzFilesystem(Btrfs.self, $0) },
 ]
 
 let selected: (MemorySource) -> Void = {

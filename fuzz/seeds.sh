@@ -25,6 +25,15 @@ exfat)
 swap)
     mkswap -L fuzz "$(img swap 64K)" >/dev/null 2>&1
     ;;
+reiserfs)
+    mkreiserfs -q -f -b 1024 "$(img reiserfs 4M)" >/dev/null 2>&1
+    ;;
+jfs)
+    jfs_mkfs -q "$(img jfs 4M)" >/dev/null 2>&1 || jfs_mkfs -q "$(img jfs 16M)" >/dev/null
+    ;;
+btrfs)
+    mkfs.btrfs -q -f "$(img btrfs 4M)" >/dev/null 2>&1 || mkfs.btrfs -q -f "$(img btrfs 128M)" >/dev/null
+    ;;
 *)
     f=fuzz/$target-seeds.sh
     [ -x "$f" ] && "$f" "$dir" || { echo "no seeds for $target" >&2; exit 1; }

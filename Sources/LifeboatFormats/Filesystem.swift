@@ -39,9 +39,12 @@ public protocol FilesystemModule {
 public enum Filesystems {
     nonisolated(unsafe) public static let all: [any FilesystemModule.Type] = [
         Ext.self,
-        // Swap's magic is exact; check it before FAT, whose boot sector a swap area may
-        // still carry from an earlier life.
+        // Magics at fixed offsets first; FAT's boot sector check is the loosest, and a
+        // reformatted partition may still carry an old FAT boot sector.
         Swap.self,
+        Reiserfs.self,
+        Jfs.self,
+        Btrfs.self,
         Fat.self,
         Exfat.self,
     ]
