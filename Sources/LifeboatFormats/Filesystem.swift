@@ -37,7 +37,11 @@ public protocol FilesystemModule {
 
 /// The registry the engine consults, in probe order.
 public enum Filesystems {
-    nonisolated(unsafe) public static let all: [any FilesystemModule.Type] = [Ext.self]
+    nonisolated(unsafe) public static let all: [any FilesystemModule.Type] = [
+        Ext.self,
+        Ntfs.self,
+        Xfs.self,
+    ]
 
     /// The first module whose probe recognises `source`, with what it found.
     public static func detect(_ source: any BlockSource) -> (module: any FilesystemModule.Type, info: FilesystemInfo)?
