@@ -15,6 +15,8 @@ let targets: [String: (MemorySource) -> Void] = [
     "reiserfs": { fuzzFilesystem(Reiserfs.self, $0) },
     "jfs": { fuzzFilesystem(Jfs.self, $0) },
     "btrfs": { fuzzFilesystem(Btrfs.self, $0) },
+    "ntfs": { fuzzFilesystem(Ntfs.self, $0) },
+    "xfs": { fuzzFilesystem(Xfs.self, $0) },
 ]
 
 let selected: (MemorySource) -> Void = {
@@ -33,7 +35,27 @@ public func llvmFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) ->
 }
 
 /// Runs a filesystem module's two jobs; errors are expected, traps and hangs are bugs.
-func fuzzFilesystem(_ module: any FilesystemModule.Type, _ source: MemorySource) {
+/// Seeds are the first megabytes of real images; the source reads zeros past the input up
+/// to a volume-sized length, so size checks pass and the fuzzed metadata is what is parsed.
+func fuzzFilesystem(_ module: any FilesystemModule.Type, _ input: MemorySource) {
+    let source = PaddedSource(input: input, size: max(input.size, 1 << 30))
     guard (try? module.probe(source)) != nil else { return }
     _ = try? module.usedExtents(source)
+}
+
+struct PaddedSource: BlockSource {
+    let input: MemorySource
+    let size: UInt64
+
+    func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        guard count >= 0, offset <= size, UInt64(count) <= size - offset else {
+            throw FormatError(.outOfBounds, "read past the end")
+        }
+        var out = [UInt8](repeating: 0, count: count)
+        if offset < input.size {
+            let n = Int(min(UInt64(count), input.size - offset))
+            out.replaceSubrange(0 ..< n, with: try input.read(at: offset, count: n))
+        }
+        return out
+    }
 }

@@ -26,7 +26,7 @@ swap)
     mkswap -L fuzz "$(img swap 64K)" >/dev/null 2>&1
     ;;
 reiserfs)
-    mkreiserfs -q -f -b 1024 "$(img reiserfs 4M)" >/dev/null 2>&1
+    mkreiserfs -q -f "$(img reiserfs 48M)" >/dev/null 2>&1
     ;;
 jfs)
     jfs_mkfs -q "$(img jfs 4M)" >/dev/null 2>&1 || jfs_mkfs -q "$(img jfs 16M)" >/dev/null
@@ -34,8 +34,17 @@ jfs)
 btrfs)
     mkfs.btrfs -q -f "$(img btrfs 4M)" >/dev/null 2>&1 || mkfs.btrfs -q -f "$(img btrfs 128M)" >/dev/null
     ;;
+ntfs)
+    mkntfs -q -F -f "$(img ntfs 4M)" >/dev/null 2>&1
+    ;;
+xfs)
+    mkfs.xfs -q -f "$(img xfs 300M)" >/dev/null 2>&1
+    ;;
 *)
-    f=fuzz/$target-seeds.sh
-    [ -x "$f" ] && "$f" "$dir" || { echo "no seeds for $target" >&2; exit 1; }
+    echo "no seeds for $target" >&2; exit 1
     ;;
 esac
+# Keep the first 4 MiB of each image (libFuzzer's -max_len); the harness pads the rest.
+for f in "$dir"/*; do
+    [ "$(stat -c %s "$f")" -le 4194304 ] || { head -c 4194304 "$f" > "$f.head" && mv "$f.head" "$f"; }
+done

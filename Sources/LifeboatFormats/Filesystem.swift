@@ -41,6 +41,8 @@ public enum Filesystems {
         Ext.self,
         // Magics at fixed offsets first; FAT's boot sector check is the loosest, and a
         // reformatted partition may still carry an old FAT boot sector.
+        Ntfs.self,
+        Xfs.self,
         Swap.self,
         Reiserfs.self,
         Jfs.self,
