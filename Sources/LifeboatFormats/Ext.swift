@@ -328,7 +328,7 @@ struct Layout {
             warnings.append("ext: orphan inodes are being recovered (s_state 0x4)")
         }
         return FilesystemInfo(
-            type: type, label: Layout.label(sb.volumeName), uuid: Layout.uuid(sb.uuid),
+            type: type, label: FilesystemSupport.label(sb.volumeName), uuid: FilesystemSupport.uuidString(sb.uuid),
             blockSize: Int(blockSize), usedBytesClaimed: (blocksCount - freeBlocks) * blockSize,
             warnings: warnings)
     }
@@ -473,7 +473,8 @@ struct Layout {
             }
             let bitmap = try source.readChecked(at: d.blockBitmap * blockSize, count: bsInt,
                                                 what: "ext block bitmap of group \(g)")
-            bitmapBlocks += try Layout.scan(bitmap, bits: Int(length), base: start, into: &used)
+            bitmapBlocks += try FilesystemSupport.scanLSBFirst(bitmap, bits: Int(length), base: start, into: &used,
+                                                               maxExtents: Layout.maxExtents, what: "ext")
         }
 
         // Metadata every group owns, wherever flex_bg put it. For initialised groups the
@@ -503,48 +504,6 @@ struct Layout {
     }
 
     // MARK: Helpers
-
-    /// Appends the runs of set bits in `bitmap[0..<bits]` (bit i = block base+i, LSB first,
-    /// "Block and inode Bitmaps") to `out`, merging with its last extent; returns the set count.
-    static func scan(_ bitmap: [UInt8], bits: Int, base: UInt64, into out: inout [Extent]) throws -> UInt64 {
-        let n = min(bits, bitmap.count * 8)
-        var count: UInt64 = 0
-        var runStart = -1
-        func close(_ end: Int) throws {
-            guard runStart >= 0 else { return }
-            let s = base + UInt64(runStart), len = UInt64(end - runStart)
-            if let last = out.last, last.end == s {
-                out[out.count - 1].length += len
-            } else {
-                guard out.count < maxExtents else {
-                    throw FormatError(.tooMany, "ext: more than \(maxExtents) used-block runs")
-                }
-                out.append(Extent(start: s, length: len))
-            }
-            runStart = -1
-        }
-        var i = 0
-        while i < n {
-            let byte = bitmap[i >> 3]
-            if i & 7 == 0 && i + 8 <= n && (byte == 0 || byte == 0xFF) {
-                if byte == 0 { try close(i) } else {
-                    if runStart < 0 { runStart = i }
-                    count += 8
-                }
-                i += 8
-                continue
-            }
-            if (byte >> UInt8(i & 7)) & 1 == 1 {
-                if runStart < 0 { runStart = i }
-                count += 1
-            } else {
-                try close(i)
-            }
-            i += 1
-        }
-        try close(n)
-        return count
-    }
 
     /// Whether [start, start+length) touches any extent of the sorted, coalesced list.
     static func overlaps(_ sorted: [Extent], _ start: UInt64, _ length: UInt64) -> Bool {
@@ -576,27 +535,6 @@ struct Layout {
         }
         return out
     }
-
-    static func label(_ bytes: [UInt8]) -> String? {
-        let name = bytes.prefix { $0 != 0 }
-        return name.isEmpty ? nil : String(decoding: name, as: UTF8.self)
-    }
-
-    static func uuid(_ bytes: [UInt8]) -> String? {
-        guard bytes.count == 16, bytes.contains(where: { $0 != 0 }) else { return nil }
-        var s = ""
-        for (i, b) in bytes.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { s += "-" }
-            s += hex2(b)
-        }
-        return s
-    }
-}
-
-private let hexDigits: [Character] = Array("0123456789abcdef")
-
-private func hex2(_ b: UInt8) -> String {
-    String([hexDigits[Int(b >> 4)], hexDigits[Int(b & 0xF)]])
 }
 
 private func hex(_ v: UInt32) -> String { String(v, radix: 16) }

@@ -1,4 +1,4 @@
-/// Small helpers shared by the ReiserFS, JFS and btrfs modules.
+/// Small helpers shared by the filesystem modules.
 enum FilesystemSupport {
     /// Appends the runs of set bits in `bitmap[0..<bits]` (bit i = unit base+i, LSB first in
     /// each byte) to `out`, merging with its last extent; returns the number of set bits.

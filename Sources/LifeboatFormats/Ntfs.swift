@@ -47,7 +47,8 @@ public enum Ntfs: FilesystemModule {
         let vol = try NtfsVolume(source, boot)
         let bitmap = try vol.clusterBitmap()
         var clusters: [Extent] = []
-        _ = try Layout.scan(bitmap, bits: Int(boot.clusterCount), base: 0, into: &clusters)
+        _ = try FilesystemSupport.scanLSBFirst(bitmap, bits: Int(boot.clusterCount), base: 0, into: &clusters,
+                                               maxExtents: Layout.maxExtents, what: "ntfs")
         var bytes = clusters.map { Extent(start: $0.start * boot.clusterSize, length: $0.length * boot.clusterSize) }
         bytes.append(Extent(start: 0, length: boot.bytesPerSector))
         // The backup boot sector: sector total_sectors, past the last whole cluster.

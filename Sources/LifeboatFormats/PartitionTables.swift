@@ -3,7 +3,7 @@
 public typealias BytePatch = (offset: UInt64, bytes: [UInt8])
 
 /// Entry point: which partition scheme a disk carries, and its partitions.
-/// Format notes: docs/partition-tables.md.
+/// Format notes: docs/formats/partition-tables.md.
 public enum PartitionTables {
     /// Reads the partition table of `disk`.
     ///

@@ -76,7 +76,7 @@ struct SwapHeader {
             warnings.append("header says the swap area has \(UInt64(lastPage) + 1) pages of \(pageSize) bytes, more than the \(sourceSize)-byte partition (run mkswap again)")
         }
         if badPages > 0 { warnings.append("\(badPages) bad pages recorded in the header") }
-        return FilesystemInfo(type: "swap", label: Layout.label(label), uuid: Layout.uuid(uuid),
+        return FilesystemInfo(type: "swap", label: FilesystemSupport.label(label), uuid: FilesystemSupport.uuidString(uuid),
                               blockSize: Int(pageSize), usedBytesClaimed: pageSize, warnings: warnings)
     }
 }

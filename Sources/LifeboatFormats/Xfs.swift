@@ -167,7 +167,7 @@ struct XfsSuperblock {
         // sb_fdblocks counts the free-space btrees' records plus the blocks on each AG's free
         // list (AGFL) and the btree blocks above the roots (agf_btreeblks): blocks the map
         // below saves as used. So claimed ≤ mapped, by a few blocks per AG.
-        return FilesystemInfo(type: "xfs", label: Layout.label(fname), uuid: Layout.uuid(uuid),
+        return FilesystemInfo(type: "xfs", label: FilesystemSupport.label(fname), uuid: FilesystemSupport.uuidString(uuid),
                               blockSize: Int(blockSize), usedBytesClaimed: (dblocks - fdblocks) * blockSize,
                               warnings: warnings)
     }
