@@ -66,25 +66,11 @@ enum FsKit {
         return tags
     }
 
-    static let poison: [UInt8] = [0xDE, 0xAD, 0xBE, 0xEF]
 
-    /// A copy of `bytes` with every byte outside `extents` overwritten with 0xDEADBEEF
-    /// repeating (by absolute offset), and how many bytes were poisoned.
+    /// A copy of `bytes` with every byte outside `extents` poisoned (FsRoundTrip.poisoned),
+    /// and how many bytes were poisoned.
     static func poisoned(_ bytes: [UInt8], keeping extents: [Extent]) -> ([UInt8], Int) {
-        var out = bytes
-        var poisoned = 0
-        var at = 0
-        func fill(_ from: Int, _ to: Int) {
-            var i = from
-            while i < to { out[i] = poison[i & 3]; i += 1 }
-            poisoned += max(0, to - from)
-        }
-        for e in extents {
-            fill(at, Int(e.start))
-            at = Int(e.end)
-        }
-        fill(at, bytes.count)
-        return (out, poisoned)
+        (FsRoundTrip.poisoned(bytes, keeping: extents), bytes.count - Int(extents.coalesced().totalLength))
     }
 
     static func write(_ bytes: [UInt8], to path: String) throws {
