@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`.
 export PATH := $(PATH):/opt/swift/usr/bin
+SHELL := /bin/bash
 SWIFT ?= swift
 
 .PHONY: demo test build setup bench fuzz clean
@@ -18,8 +19,12 @@ demo: build
 # sfdisk/sgdisk/mkfs/e2fsck/mount as oracles (those need root, as CI has).
 test: setup
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
-	scripts/fuzz.sh $(FUZZ_SECONDS)
+	set -o pipefail; $(SWIFT) test --skip-build --disable-swift-testing 2>&1 | tee .build/test.log
+	set -o pipefail; scripts/fuzz.sh $(FUZZ_SECONDS) | tee .build/fuzz.log
+	@# One closing line for everything: XCTest cases plus fuzz targets.
+	@t=$$(sed -n 's/.*Executed \([0-9]*\) tests\{0,1\}, with \([0-9]*\) failures.*/\1 \2/p' .build/test.log | tail -1); \
+	 f=$$(grep -c 'no crash' .build/fuzz.log); \
+	 echo "$$(( $${t% *} + f )) passed, $${t#* } failed"
 
 # Each parser under libFuzzer for FUZZ_SECONDS (make test runs this too).
 FUZZ_SECONDS ?= 20
