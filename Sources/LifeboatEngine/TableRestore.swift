@@ -15,13 +15,13 @@ enum TableRestore {
     /// Whole-disk restore: the saved table areas, adjusted to the target's size. Throws
     /// before anything is written when a partition would not fit.
     static func wholeDisk(savedTable: PartitionTable, manifest: Manifest, targetSize: UInt64) throws -> WholeDisk {
-        for p in manifest.partitions where p.start + p.size > targetSize {
-            if savedTable.scheme == .gpt { break } // GPT.rebuild below says which partition
-            throw EngineError("partition \(p.number) ends at byte \(p.start + p.size) but the target has only \(targetSize) bytes; nothing was written")
-        }
         guard savedTable.scheme == .gpt else {
+            if let p = manifest.partitions.first(where: { $0.start + $0.size > targetSize }) {
+                throw EngineError("partition \(p.number) ends at byte \(p.start + p.size) but the target has only \(targetSize) bytes; nothing was written")
+            }
             return WholeDisk(writeBelow: .max, patches: [], notes: [])
         }
+        // GPT.rebuild refuses, naming the partition, when one does not fit.
         let patches: [BytePatch]
         do {
             patches = try GPT.rebuild(savedTable, targetDiskSize: targetSize)
