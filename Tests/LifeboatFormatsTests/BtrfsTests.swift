@@ -140,6 +140,12 @@ final class BtrfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [UInt8]?
     nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     /// 128 MiB, single device, DUP metadata and system, crc32c.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }

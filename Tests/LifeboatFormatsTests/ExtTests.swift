@@ -331,6 +331,12 @@ final class ExtHostileTests: XCTestCase {
     nonisolated(unsafe) static var cached32: [UInt8]?
     nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     func base() throws -> [UInt8] { try baseWithOracle().bytes }
 
     func baseWithOracle() throws -> (bytes: [UInt8], oracle: ExtOracle) {

@@ -350,6 +350,12 @@ final class FatHostileTests: XCTestCase {
     nonisolated(unsafe) static var cache: [Int: [UInt8]] = [:]
     nonisolated(unsafe) static var dirs: [FsKit.Dir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     /// A populated FAT12 (8 MiB), FAT16 (40 MiB) or FAT32 (80 MiB) image, made once.
     func base(_ fat: Int = 16) throws -> [UInt8] {
         if let c = Self.cache[fat] { return c }

@@ -111,6 +111,12 @@ final class JfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [UInt8]?
     nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     /// 32 MiB, 4 KiB blocks, one dmap.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }

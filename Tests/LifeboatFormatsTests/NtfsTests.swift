@@ -441,6 +441,12 @@ final class NtfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [UInt8]?
     nonisolated(unsafe) static var dirs: [FsFixtureDir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     /// A 16 MiB NTFS with a few files added by ntfscp (no mount needed); copied per test.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }

@@ -292,6 +292,12 @@ final class ReiserfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [UInt8]?
     nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     /// 16 MiB, 1 KiB blocks: 16384 blocks, 2 bitmaps (blocks 65 and 8192), journal 66…1089.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }

@@ -260,6 +260,12 @@ final class XfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [String: [UInt8]] = [:]
     nonisolated(unsafe) static var dirs: [FsFixtureDir] = []
 
+    /// The cached fixtures' directories are deleted when the class is done.
+    override class func tearDown() {
+        dirs.removeAll()
+        super.tearDown()
+    }
+
     /// v5 (CRCs) or v4 64 MiB fixture with 4 AGs of 4096 4 KiB blocks, 512-byte sectors.
     func base(v4: Bool = false) throws -> [UInt8] {
         let key = v4 ? "v4" : "v5"

@@ -12,10 +12,19 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     }
 }
 
+nonisolated(unsafe) var createdTempDirs: [String] = []
+
+/// A new temporary directory, removed by `removeTempDirs()` in tearDown.
 func tempDir() throws -> String {
     let p = NSTemporaryDirectory() + "lifeboat-test-" + UUID().uuidString
     try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+    createdTempDirs.append(p)
     return p
+}
+
+func removeTempDirs() {
+    for p in createdTempDirs { try? FileManager.default.removeItem(atPath: p) }
+    createdTempDirs = []
 }
 
 final class ChunkerTests: XCTestCase {
@@ -92,6 +101,11 @@ final class ChunkIDTests: XCTestCase {
 }
 
 final class PackTests: XCTestCase {
+    override func tearDown() {
+        removeTempDirs()
+        super.tearDown()
+    }
+
     func writePack(_ dir: String, chunks: [[UInt8]]) throws -> String {
         try FS.makeDirectories(dir + "/tmp")
         let w = try PackWriter(tmpDirectory: dir + "/tmp")
@@ -119,7 +133,7 @@ final class PackTests: XCTestCase {
         var bytes = try FS.readFile(path)
         mutate(&bytes)
         let bad = dir + "/bad.pack"
-        FileManager.default.createFile(atPath: bad, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: bad, contents: Data(bytes))
         do {
             _ = try PackReader.entries(of: FileDevice(path: bad))
             return nil
@@ -153,6 +167,11 @@ final class PackTests: XCTestCase {
 }
 
 final class StoreTests: XCTestCase {
+    override func tearDown() {
+        removeTempDirs()
+        super.tearDown()
+    }
+
     func storeWith(_ chunks: [[UInt8]]) throws -> (Store, [ChunkRef]) {
         let dir = try tempDir()
         let store = try Store(path: dir + "/store", create: true)
@@ -229,7 +248,7 @@ final class StoreTests: XCTestCase {
             #"{"version":1,"id":"","name":"x","created":"","source":{"path":"","size":10,"sector_size":512},"scheme":"none","table":{"stream":{"extents":[[18446744073709551615,2]],"chunks":[]}},"partitions":[],"warnings":[]}"#,
         ]
         for (i, text) in bad.enumerated() {
-            FileManager.default.createFile(atPath: store.path + "/images/bad\(i).json", contents: Data(text.utf8))
+            _ = FileManager.default.createFile(atPath: store.path + "/images/bad\(i).json", contents: Data(text.utf8))
         }
         let listing = try store.images()
         XCTAssertEqual(listing.images.count, 0)
