@@ -138,19 +138,12 @@ final class BtrfsTests: XCTestCase {
 final class BtrfsTestsHostile: XCTestCase {
     static let sb = 0x10000
     nonisolated(unsafe) static var cached: [UInt8]?
-    nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// 128 MiB, single device, DUP metadata and system, crc32c.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }
         let d = try ExtFixtureDir()
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let path = d.url.appendingPathComponent("h.img").path
         try runTool(["truncate", "-s", "128M", path])
         try runTool(["mkfs.btrfs", "-q", "-L", "hostile", path])

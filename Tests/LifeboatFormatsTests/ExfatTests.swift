@@ -203,19 +203,12 @@ final class ExfatFixtureTests: XCTestCase {
 
 final class ExfatHostileTests: XCTestCase {
     nonisolated(unsafe) static var cached: ([UInt8], ExfatOracle)?
-    nonisolated(unsafe) static var dirs: [FsKit.Dir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// A fresh 64 MiB exFAT (512-byte sectors, 4 KiB clusters) and its dump.exfat view.
     func base() throws -> ([UInt8], ExfatOracle) {
         if let c = Self.cached { return c }
         let d = try FsKit.Dir("exfat-hostile")
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let img = try ExfatFixtureTests.make(d)
         let c = (try loadImage(img), try ExfatOracle(image: img))
         Self.cached = c

@@ -329,20 +329,13 @@ final class ExtHostileTests: XCTestCase {
     /// dumpe2fs view; made once and shared (tests copy the bytes before corrupting them).
     nonisolated(unsafe) static var cached: (bytes: [UInt8], oracle: ExtOracle)?
     nonisolated(unsafe) static var cached32: [UInt8]?
-    nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     func base() throws -> [UInt8] { try baseWithOracle().bytes }
 
     func baseWithOracle() throws -> (bytes: [UInt8], oracle: ExtOracle) {
         if let c = Self.cached { return c }
         let d = try ExtFixtureDir()
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let img = try d.make("mkfs.ext4", sizeMiB: 32, ["-b", "1024", "-g", "1024"])
         let c = (try loadImage(img), try ExtOracle(image: img))
         Self.cached = c
@@ -353,7 +346,7 @@ final class ExtHostileTests: XCTestCase {
     func base32() throws -> [UInt8] {
         if let c = Self.cached32 { return c }
         let d = try ExtFixtureDir()
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let img = try d.make("mkfs.ext4", sizeMiB: 32, ["-b", "1024", "-g", "1024", "-O", "^64bit"])
         let c = try loadImage(img)
         Self.cached32 = c

@@ -348,19 +348,12 @@ final class FatFixtureTests: XCTestCase {
 
 final class FatHostileTests: XCTestCase {
     nonisolated(unsafe) static var cache: [Int: [UInt8]] = [:]
-    nonisolated(unsafe) static var dirs: [FsKit.Dir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// A populated FAT12 (8 MiB), FAT16 (40 MiB) or FAT32 (80 MiB) image, made once.
     func base(_ fat: Int = 16) throws -> [UInt8] {
         if let c = Self.cache[fat] { return c }
         let d = try FsKit.Dir("fat-hostile")
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let img = try FatFixtureTests.make(d, fat: fat, sizeMiB: [12: 8, 16: 40, 32: 80][fat]!,
                                              label: "HOSTILE")
         let b = try loadImage(img)

@@ -109,19 +109,12 @@ final class JfsTestsHostile: XCTestCase {
     static let inode = 0xB000 + 2 * 512
     static let xtroot = inode + 224
     nonisolated(unsafe) static var cached: [UInt8]?
-    nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// 32 MiB, 4 KiB blocks, one dmap.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }
         let d = try ExtFixtureDir()
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let path = d.url.appendingPathComponent("h.img").path
         try runTool(["truncate", "-s", "32M", path])
         try runTool(["jfs_mkfs", "-q", "-L", "hostile", path])

@@ -439,19 +439,12 @@ final class NtfsTests: XCTestCase {
 
 final class NtfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [UInt8]?
-    nonisolated(unsafe) static var dirs: [FsFixtureDir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// A 16 MiB NTFS with a few files added by ntfscp (no mount needed); copied per test.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }
         let d = try FsFixtureDir("ntfs-hostile")
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let img = try NtfsFixture.make(d, sizeMiB: 16, populate: false)
         for i in 0 ..< 3 {
             let local = d.path("f\(i)")

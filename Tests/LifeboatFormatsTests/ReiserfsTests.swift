@@ -290,19 +290,12 @@ final class ReiserfsTests: XCTestCase {
 final class ReiserfsTestsHostile: XCTestCase {
     static let sb = 65536
     nonisolated(unsafe) static var cached: [UInt8]?
-    nonisolated(unsafe) static var dirs: [ExtFixtureDir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// 16 MiB, 1 KiB blocks: 16384 blocks, 2 bitmaps (blocks 65 and 8192), journal 66…1089.
     func base() throws -> [UInt8] {
         if let c = Self.cached { return c }
         let d = try ExtFixtureDir()
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let path = d.url.appendingPathComponent("h.img").path
         try runTool(["truncate", "-s", "16M", path])
         try runTool(["mkreiserfs", "-q", "-f", "-b", "1024", "-s", "1024", "-l", "hostile", path])

@@ -258,20 +258,13 @@ final class XfsTests: XCTestCase {
 
 final class XfsTestsHostile: XCTestCase {
     nonisolated(unsafe) static var cached: [String: [UInt8]] = [:]
-    nonisolated(unsafe) static var dirs: [FsFixtureDir] = []
-
-    /// The cached fixtures' directories are deleted when the class is done.
-    override class func tearDown() {
-        dirs.removeAll()
-        super.tearDown()
-    }
 
     /// v5 (CRCs) or v4 64 MiB fixture with 4 AGs of 4096 4 KiB blocks, 512-byte sectors.
     func base(v4: Bool = false) throws -> [UInt8] {
         let key = v4 ? "v4" : "v5"
         if let c = Self.cached[key] { return c }
         let d = try FsFixtureDir("xfs-hostile")
-        Self.dirs.append(d)
+        defer { withExtendedLifetime(d) {} }  // removed once the image is in memory
         let img = try XfsFixture.make(d, options: v4 ? ["-m", "crc=0"] : [], populate: false)
         let b = try loadImage(img)
         Self.cached[key] = b
