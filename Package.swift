@@ -11,6 +11,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // 1. Formats: pure parsers over a BlockSource; no I/O of their own.
@@ -25,13 +29,32 @@ let package = Package(
         ]),
         // 3. Engines: backup, restore, verify.
         .target(name: "LifeboatEngine", dependencies: ["LifeboatFormats", "LifeboatIO", "LifeboatStore"]),
+        // Control-plane values shared by server, agent and CLI: API bodies, validation,
+        // the task state machine, schedules, CSV, Wake-on-LAN. Pure, no I/O.
+        .target(name: "LifeboatControl"),
+        // Client side of the HTTP API: a small blocking HTTP/1.1 client (no Foundation
+        // networking, so the agent can be linked statically), the REST client, the agent.
+        .target(name: "LifeboatClient", dependencies: ["LifeboatEngine", "LifeboatControl"]),
+        // 4. Services: the server (database, HTTP app, web UI, agent API, scheduler).
+        .target(name: "LifeboatServer", dependencies: [
+            "LifeboatEngine", "LifeboatControl",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            .product(name: "Mustache", package: "swift-mustache"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ], resources: [.copy("Resources")]),
         // 5. Programs.
         .executableTarget(name: "lifeboat", dependencies: [
-            "LifeboatEngine",
+            "LifeboatEngine", "LifeboatControl", "LifeboatClient", "LifeboatServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
         .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatFormats"]),
+        .testTarget(name: "LifeboatControlTests", dependencies: ["LifeboatControl"]),
+        .testTarget(name: "LifeboatServerTests", dependencies: [
+            "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
     ]
 )
