@@ -42,7 +42,7 @@ let package = Package(
             .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "Mustache", package: "swift-mustache"),
             .product(name: "GRDB", package: "GRDB.swift"),
-        ], resources: [.copy("Resources")]),
+        ]),
         // 5. Programs.
         .executableTarget(name: "lifeboat", dependencies: [
             "LifeboatEngine", "LifeboatControl", "LifeboatClient", "LifeboatServer",

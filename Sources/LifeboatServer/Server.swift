@@ -1,4 +1,152 @@
-import Hummingbird
-import HummingbirdBcrypt
-import Mustache
+import Foundation
 import GRDB
+import Hummingbird
+import LifeboatControl
+import LifeboatIO
+import LifeboatStore
+import Logging
+
+/// `lifeboat serve`: one process, one data directory (database, image store, logs).
+public final class LifeboatServer: Sendable {
+    public let config: ServerConfig
+    let db: DatabasePool
+    let store: Store
+    let gate = StoreGate()
+    let auth: Authenticator
+    let hosts: HostService
+    let images: ImageService
+    let tasks: TaskHub
+    let setup: SetupGate
+
+    public init(config: ServerConfig) throws {
+        self.config = config
+        for dir in [config.data, config.logPath] { try FS.makeDirectories(dir) }
+        db = try Schema.open(path: config.databasePath)
+        store = try Store(path: config.storePath, create: true)
+        auth = Authenticator(db: db, sessionHours: config.sessionHours)
+        hosts = HostService(db: db)
+        let pinsBox = PinsBox()
+        images = ImageService(db: db, store: store, gate: gate, pins: { pinsBox.hub?.allPins ?? [] })
+        tasks = TaskHub(db: db, store: store, gate: gate, config: config, images: images)
+        pinsBox.hub = tasks
+        setup = SetupGate()
+    }
+
+    /// True until the first administrator exists.
+    public func needsSetup() async throws -> Bool {
+        try await db.read { db in try UserRecord.filter(Column("role") == Role.admin.rawValue).fetchCount(db) == 0 }
+    }
+
+    /// The one-time setup token (made on first call); nil once an administrator exists.
+    public func setupToken() async throws -> String? {
+        try await needsSetup() ? setup.token : nil
+    }
+
+    func makeRouter() -> (Router<AppContext>, RouteTable) {
+        let router = Router(context: AppContext.self)
+        let table = RouteTable(router: router, auth: auth)
+        registerAPI(table)
+        registerAgentAPI(table)
+        registerPages(table)
+        return (router, table)
+    }
+
+    /// Runs until SIGTERM or SIGINT. `onRunning` gets the bound port (useful with port 0).
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        try await tasks.failInterrupted()
+        let (router, _) = makeRouter()
+        var logger = Logger(label: "lifeboat")
+        logger.logLevel = .notice
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "Lifeboat"),
+            services: [Scheduler(server: self)],
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        try await app.runService()
+    }
+
+    // MARK: audit
+
+    func audit(_ call: Call?, actor: String? = nil, _ action: String, _ subject: String) async {
+        let entry = AuditRecord(id: nil, time: Date(), actor: actor ?? call?.principal?.actor ?? "anonymous",
+                                address: call?.address ?? "-", action: action, subject: String(subject.prefix(500)))
+        _ = try? await db.write { db in
+            var e = entry
+            try e.insert(db)
+        }
+    }
+
+    // MARK: settings (the database overrides the config file; changed on the settings page)
+
+    struct Settings: Sendable {
+        var registrationSecret: String
+        var refuseUnknownHosts: Bool
+        var retentionKeep: Int
+    }
+
+    func settings() async throws -> Settings {
+        let rows = try await db.read { db in
+            Dictionary(uniqueKeysWithValues: try SettingRecord.fetchAll(db).map { ($0.key, $0.value) })
+        }
+        return Settings(registrationSecret: rows["registration_secret"] ?? config.registrationSecret,
+                        refuseUnknownHosts: rows["refuse_unknown_hosts"].map { $0 == "true" } ?? config.refuseUnknownHosts,
+                        retentionKeep: rows["retention_keep"].flatMap(Int.init) ?? config.retentionKeep)
+    }
+
+    func saveSettings(_ s: Settings) async throws {
+        try await db.write { db in
+            try SettingRecord(key: "registration_secret", value: s.registrationSecret).save(db)
+            try SettingRecord(key: "refuse_unknown_hosts", value: s.refuseUnknownHosts ? "true" : "false").save(db)
+            try SettingRecord(key: "retention_keep", value: String(s.retentionKeep)).save(db)
+        }
+    }
+
+    // MARK: users (also used by `lifeboat users add` without a running server)
+
+    public func addUser(name: String, role: Role, password: String) async throws {
+        _ = try Validate.name(name, what: "user name")
+        guard (10 ... 256).contains(password.count) else {
+            throw Fail.bad("password must be 10–256 characters, found \(password.count)")
+        }
+        let hash = await Authenticator.hashPassword(password)
+        try await db.write { db in
+            if try UserRecord.filter(Column("name") == name).fetchCount(db) > 0 {
+                throw Fail.conflict("user \(name) already exists")
+            }
+            var u = UserRecord(id: nil, name: name, role: role, passwordHash: hash, created: Date())
+            try u.insert(db)
+        }
+    }
+
+    public func createToken(user: String, label: String) async throws -> String {
+        let token = Authenticator.newSecret("lbt_")
+        try await db.write { db in
+            guard let u = try UserRecord.filter(Column("name") == user).fetchOne(db) else {
+                throw Fail.notFound("no user \(user)")
+            }
+            try TokenRecord(id: Authenticator.digest(token), userID: u.id!, label: label, created: Date(), lastUsed: nil).insert(db)
+        }
+        return token
+    }
+}
+
+/// Breaks the init cycle: images need the hub's pins, the hub needs images.
+private final class PinsBox: @unchecked Sendable {
+    weak var hub: TaskHub?
+}
+
+/// The one-time token that lets the first administrator set a password.
+final class SetupGate: @unchecked Sendable {
+    private let lock = Mutex()
+    private var value: String?
+
+    var token: String {
+        lock.withLock {
+            if let value { return value }
+            let v = randomHex(16)
+            value = v
+            return v
+        }
+    }
+}

@@ -29,10 +29,12 @@ public final class Store: @unchecked Sendable {
         var codec: Codec
     }
 
-    private let mutex = Mutex()
-    private var index: [ChunkID: Location] = [:]
-    private var packPaths: [String] = []
-    private var openPacks: [Int32: FileDevice] = [:]
+    // Internal, not private: StoreMaintenance.swift (garbage collection) works on them.
+    let mutex = Mutex()
+    var index: [ChunkID: Location] = [:]
+    /// Pack paths by pack number; a removed pack leaves "" so numbers stay stable.
+    var packPaths: [String] = []
+    var openPacks: [Int32: FileDevice] = [:]
     private let lock: FileLock
 
     var packsDirectory: String { path + "/packs" }
