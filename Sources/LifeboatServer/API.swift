@@ -10,7 +10,7 @@ import LifeboatStore
 extension LifeboatServer {
     func registerAPI(_ r: RouteTable) {
         r.add(.get, "/health", .open) { _ in Reply.text("ok\n") }
-        r.add(.get, "/api/v1/openapi.json", .open) { _ in Reply.text(OpenAPI.document, type: "application/json") }
+        r.add(.get, "/api/v1/openapi.json", .open) { [r] _ in Reply.text(OpenAPI.document(r.entries), type: "application/json") }
 
         // Hosts
         r.add(.get, "/api/v1/hosts", .user(.viewer)) { [hosts] _ in try Reply.json(try await hosts.list()) }
