@@ -30,7 +30,7 @@ let package = Package(
         // 3. Engines: backup, restore, verify.
         .target(name: "LifeboatEngine", dependencies: ["LifeboatFormats", "LifeboatIO", "LifeboatStore"]),
         // Control-plane values shared by server, agent and CLI: API bodies, validation,
-        // the task state machine, schedules, CSV, Wake-on-LAN. Pure, no I/O.
+        // the task state machine, schedules, CSV, Wake-on-LAN. Pure, no I/O but WakeOnLAN.send.
         .target(name: "LifeboatControl"),
         // Client side of the HTTP API: a small blocking HTTP/1.1 client (no Foundation
         // networking, so the agent can be linked statically), the REST client, the agent.

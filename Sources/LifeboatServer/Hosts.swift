@@ -44,18 +44,15 @@ struct HostService: Sendable {
     static func checked(_ input: HostInput) throws -> HostInput {
         var i = input
         if let n = i.name { i.name = try Validate.name(n, what: "host name") }
-        if let g = i.group, !g.isEmpty { i.group = try Validate.name(g, what: "group name") }
+        if let g = i.group { i.group = try Validate.group(g) }
         if let macs = i.macs {
             i.macs = try macs.map(Validate.mac)
             if Set(i.macs!).count != i.macs!.count { throw Fail.bad("the same MAC address is given twice") }
             if macs.count > 16 { throw Fail.bad("at most 16 MAC addresses per host, found \(macs.count)") }
         }
-        if let n = i.notes, n.count > 4096 { throw Fail.bad("notes must be at most 4096 characters, found \(n.count)") }
-        if let d = i.disk {
-            for v in [d.serial, d.wwn].compactMap({ $0 }) where v.count > 128 || v.contains(where: { $0.isNewline || $0 == "\0" }) {
-                throw Fail.bad("a disk serial or WWN must be one line of at most 128 characters, found \"\(v.prefix(80))\"")
-            }
-        }
+        if let n = i.notes { try Validate.notes(n) }
+        if let s = i.disk?.serial, !s.isEmpty { try Validate.diskID(s, what: "disk serial") }
+        if let w = i.disk?.wwn, !w.isEmpty { try Validate.diskID(w, what: "disk WWN") }
         return i
     }
 

@@ -88,7 +88,7 @@ final class ImageService: Sendable {
     func patch(_ id: String, _ p: ImagePatch) async throws -> ImageDTO {
         let image = try await find(id)
         if let name = p.name { _ = try Validate.name(name, what: "image name") }
-        if let notes = p.notes, notes.count > 4096 { throw Fail.bad("notes must be at most 4096 characters, found \(notes.count)") }
+        if let notes = p.notes { try Validate.notes(notes) }
         try await db.write { db in
             guard var r = try ImageRecord.fetchOne(db, key: image.id) else { throw Fail.notFound("no image \(image.id)") }
             if let v = p.name { r.name = v }

@@ -106,9 +106,7 @@ public final class LifeboatServer: Sendable {
 
     public func addUser(name: String, role: Role, password: String) async throws {
         _ = try Validate.name(name, what: "user name")
-        guard (10 ... 256).contains(password.count) else {
-            throw Fail.bad("password must be 10–256 characters, found \(password.count)")
-        }
+        try Validate.password(password)
         let hash = await Authenticator.hashPassword(password)
         try await db.write { db in
             if try UserRecord.filter(Column("name") == name).fetchCount(db) > 0 {
