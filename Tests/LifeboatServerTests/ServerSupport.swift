@@ -4,7 +4,7 @@ import XCTest
 /// Runs a shell command; returns status and output. Used for curl (a real HTTP client),
 /// the CLI and the real tools.
 @discardableResult
-func run(_ command: String, timeout: Double = 300) -> (status: Int32, out: String) {
+func shell(_ command: String, timeout: Double = 300) -> (status: Int32, out: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/bin/bash")
     p.arguments = ["-c", command]
@@ -55,7 +55,7 @@ final class ServerProcess {
     var url: String { "http://127.0.0.1:\(port)" }
 
     init(config: String = "") throws {
-        dir = try XCTUnwrap(run("mktemp -d /tmp/lifeboat-server-test.XXXXXX").out.split(separator: "\n").first.map(String.init))
+        dir = try XCTUnwrap(shell("mktemp -d /tmp/lifeboat-server-test.XXXXXX").out.split(separator: "\n").first.map(String.init))
         data = dir + "/data"
         try config.write(toFile: dir + "/lifeboat.conf", atomically: true, encoding: .utf8)
         let log = dir + "/serve.log"
@@ -96,14 +96,14 @@ final class ServerProcess {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         }
         process.waitUntilExit()
-        run("rm -rf \(q(dir))")
+        shell("rm -rf \(q(dir))")
         return process.terminationStatus
     }
 
     /// `lifeboat ARGS --data DATA`.
     func cli(_ args: String, stdin: String? = nil) -> (status: Int32, out: String) {
         let input = stdin.map { "printf '%s\\n' \(q($0)) | " } ?? ""
-        return run("\(input)\(q(lifeboatBinary)) \(args) --data \(q(data))")
+        return shell("\(input)\(q(lifeboatBinary)) \(args) --data \(q(data))")
     }
 
     /// Makes a user with the role and returns an API token for it.
@@ -129,7 +129,7 @@ final class ServerProcess {
         if let bodyFile { args += ["--data-binary", "@" + bodyFile] }
         if let form { args += ["--data-raw", form] }
         if let cookies { args += ["-b", cookies, "-c", cookies] }
-        let r = run("curl " + args.map(q).joined(separator: " ") + " " + q(url + path))
+        let r = shell("curl " + args.map(q).joined(separator: " ") + " " + q(url + path))
         return Self.parse(r.out)
     }
 
