@@ -51,9 +51,11 @@ let package = Package(
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
         .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatFormats"]),
-        .testTarget(name: "LifeboatControlTests", dependencies: ["LifeboatControl"]),
+        // Helpers shared by test targets (a UDP receiver for Wake-on-LAN packets).
+        .target(name: "TestKit", path: "Tests/TestKit"),
+        .testTarget(name: "LifeboatControlTests", dependencies: ["LifeboatControl", "TestKit"]),
         .testTarget(name: "LifeboatServerTests", dependencies: [
-            "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
+            "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO", "TestKit",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
     ]

@@ -10,7 +10,7 @@ final class AgentAPITests: XCTestCase {
 
     override func setUpWithError() throws {
         server = try ServerProcess()
-        admin = try server.token(user: "ada", role: "admin")
+        admin = server.admin
     }
 
     override func tearDown() {
@@ -18,70 +18,27 @@ final class AgentAPITests: XCTestCase {
         server = nil
     }
 
-    func makeHost(_ name: String, mac: String) {
-        let a = server.call("POST", "/api/v1/hosts", token: admin, json: #"{"name":"\#(name)","macs":["\#(mac)"]}"#)
-        XCTAssertEqual(a.status, 201, a.body)
-    }
-
-    func startBackup(host: String) throws -> String {
-        let t = server.call("POST", "/api/v1/tasks", token: admin, json: #"{"kind":"backup","host":"\#(host)"}"#)
-        XCTAssertEqual(t.status, 201, t.body)
-        let token = try XCTUnwrap(t.json()["agentToken"] as? String)
-        let s = server.call("POST", "/api/v1/agent/start", token: token, json: #"{"hardware":{"disks":[],"nics":[]}}"#)
-        XCTAssertEqual(s.status, 200, s.body)
-        return token
-    }
-
-    /// A chunk of random bytes written to a file; returns (hex ID, path).
-    func chunk(_ size: Int, seed: UInt8) throws -> (String, String) {
-        var bytes = [UInt8](repeating: 0, count: size)
-        var x = UInt32(seed) &* 2654435761 | 1
-        for i in 0 ..< size {
-            x ^= x << 13; x ^= x >> 17; x ^= x << 5
-            bytes[i] = UInt8(truncatingIfNeeded: x)
-        }
-        let path = server.dir + "/chunk-\(seed)"
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
-        return (ChunkID(hashing: bytes).description, path)
-    }
-
-    func put(_ token: String, _ id: String, _ file: String, raw: Int, codec: String = "none") -> HTTPAnswer {
-        server.call("PUT", "/api/v1/agent/chunks/\(id)", token: token, bodyFile: file,
-                    headers: ["Lifeboat-Codec: \(codec)", "Lifeboat-Raw-Length: \(raw)", "Content-Type: application/octet-stream"])
-    }
-
-    /// A one-stream manifest (a bare disk whose whole content is `chunks`).
-    func manifest(_ chunks: [(String, Int)]) throws -> String {
-        let total = chunks.reduce(0) { $0 + $1.1 }
-        let refs = chunks.map { ChunkRef(id: ChunkID(hex: $0.0)!, length: $0.1) }
-        let m = Manifest(name: "x", created: "2026-11-28T00:00:00Z",
-                         source: .init(path: "/dev/test", size: UInt64(total), sectorSize: 512), scheme: .none,
-                         table: .init(stream: Stream(extents: [Extent(start: 0, length: UInt64(total))], chunks: refs)),
-                         partitions: [], warnings: [])
-        return String(decoding: try JSONEncoder().encode(m), as: UTF8.self)
-    }
-
     func testServerRehashesEveryChunkAndCommitsOnlyImagesWhoseChunksItHolds() throws {
-        makeHost("pc1", mac: "02:00:00:00:00:01")
-        let token = try startBackup(host: "pc1")
-        let (good, goodFile) = try chunk(100_000, seed: 1)
-        let (other, _) = try chunk(50_000, seed: 2)
+        server.makeHost("pc1", mac: "02:00:00:00:00:01")
+        let token = try server.startBackup(host: "pc1")
+        let (good, goodFile) = try server.chunk(100_000, seed: 1)
+        let (other, _) = try server.chunk(50_000, seed: 2)
         // Bytes that do not hash to the ID in the URL are refused and not stored.
-        let lie = put(token, other, goodFile, raw: 100_000)
+        let lie = server.put(token, other, goodFile, raw: 100_000)
         XCTAssertEqual(lie.status, 422, lie.body)
         XCTAssert(lie.body.contains("do not hash to its ID"), lie.body)
-        XCTAssertEqual(put(token, good, goodFile, raw: 99_999).status, 400)
-        XCTAssertEqual(put(token, good, goodFile, raw: 100_000, codec: "lz4").status, 400)
-        XCTAssertEqual(put(token, good, goodFile, raw: 100_000, codec: "zstd").status, 422)  // not a zstd frame
-        XCTAssertEqual(put(token, "zz" + good.dropFirst(2), goodFile, raw: 100_000).status, 400)
-        XCTAssertEqual(put(token, good, goodFile, raw: 100_000).status, 204)
+        XCTAssertEqual(server.put(token, good, goodFile, raw: 99_999).status, 400)
+        XCTAssertEqual(server.put(token, good, goodFile, raw: 100_000, codec: "lz4").status, 400)
+        XCTAssertEqual(server.put(token, good, goodFile, raw: 100_000, codec: "zstd").status, 422)  // not a zstd frame
+        XCTAssertEqual(server.put(token, "zz" + good.dropFirst(2), goodFile, raw: 100_000).status, 400)
+        XCTAssertEqual(server.put(token, good, goodFile, raw: 100_000).status, 204)
         // The server now has `good` (in this task's upload) but not `other`.
         let missing = server.call("POST", "/api/v1/agent/chunks/missing", token: token, json: #"{"ids":["\#(good)","\#(other)"]}"#)
         XCTAssertEqual(missing.json()["missing"] as? [String], [other])
         let tooMany = "{\"ids\":[" + Array(repeating: "\"\(good)\"", count: 4097).joined(separator: ",") + "]}"
         XCTAssertEqual(server.call("POST", "/api/v1/agent/chunks/missing", token: token, json: tooMany).status, 400)
         // A manifest naming a chunk the server never received is refused; nothing is listed.
-        let refused = server.call("POST", "/api/v1/agent/manifest", token: token, json: try manifest([(good, 100_000), (other, 50_000)]))
+        let refused = server.call("POST", "/api/v1/agent/manifest", token: token, json: try server.manifest([(good, 100_000), (other, 50_000)]))
         XCTAssertEqual(refused.status, 422, refused.body)
         XCTAssert(refused.body.contains(other), refused.body)
         XCTAssertEqual(server.call("GET", "/api/v1/images", token: admin).jsonArray().count, 0)
@@ -92,13 +49,13 @@ final class AgentAPITests: XCTestCase {
         XCTAssertEqual(task["state"] as? String, "failed")
         XCTAssert((task["reason"] as? String)?.contains("no image was committed") == true, "\(task)")
         // The token died with its task.
-        XCTAssertEqual(put(token, good, goodFile, raw: 100_000).status, 401)
+        XCTAssertEqual(server.put(token, good, goodFile, raw: 100_000).status, 401)
     }
 
     func testATaskTokenActsOnlyOnItsOwnTaskAndKind() throws {
-        makeHost("pc1", mac: "02:00:00:00:00:01")
-        makeHost("pc2", mac: "02:00:00:00:00:02")
-        let backup = try startBackup(host: "pc1")
+        server.makeHost("pc1", mac: "02:00:00:00:00:01")
+        server.makeHost("pc2", mac: "02:00:00:00:00:02")
+        let backup = try server.startBackup(host: "pc1")
         // A backup token cannot read images or chunks (restore calls) nor use the user API.
         XCTAssertEqual(server.call("GET", "/api/v1/agent/image", token: backup).status, 409)
         XCTAssertEqual(server.call("GET", "/api/v1/hosts", token: backup).status, 401)
@@ -115,28 +72,28 @@ final class AgentAPITests: XCTestCase {
     /// Deleting an image reclaims its chunks, except those a running backup was told are
     /// there: that backup still commits a complete, verifiable image.
     func testDeletingAnImageNeverRemovesChunksARunningBackupReliesOn() throws {
-        makeHost("pc1", mac: "02:00:00:00:00:01")
-        makeHost("pc2", mac: "02:00:00:00:00:02")
-        let (a, aFile) = try chunk(300_000, seed: 3)
-        let (b, bFile) = try chunk(200_000, seed: 4)
+        server.makeHost("pc1", mac: "02:00:00:00:00:01")
+        server.makeHost("pc2", mac: "02:00:00:00:00:02")
+        let (a, aFile) = try server.chunk(300_000, seed: 3)
+        let (b, bFile) = try server.chunk(200_000, seed: 4)
         // First backup: image of chunks a + b.
-        let first = try startBackup(host: "pc1")
-        XCTAssertEqual(put(first, a, aFile, raw: 300_000).status, 204)
-        XCTAssertEqual(put(first, b, bFile, raw: 200_000).status, 204)
-        let made = server.call("POST", "/api/v1/agent/manifest", token: first, json: try manifest([(a, 300_000), (b, 200_000)]))
+        let first = try server.startBackup(host: "pc1")
+        XCTAssertEqual(server.put(first, a, aFile, raw: 300_000).status, 204)
+        XCTAssertEqual(server.put(first, b, bFile, raw: 200_000).status, 204)
+        let made = server.call("POST", "/api/v1/agent/manifest", token: first, json: try server.manifest([(a, 300_000), (b, 200_000)]))
         XCTAssertEqual(made.status, 200, made.body)
         let imageID = try XCTUnwrap(made.json()["imageID"] as? String)
         XCTAssertEqual(server.call("POST", "/api/v1/agent/finish", token: first, json: #"{"ok":true}"#).status, 204)
         XCTAssertEqual(server.call("GET", "/api/v1/tasks/1", token: admin).json()["state"] as? String, "done")
         // Second backup (another host) is told `a` is already there, and relies on it.
-        let second = try startBackup(host: "pc2")
+        let second = try server.startBackup(host: "pc2")
         let missing = server.call("POST", "/api/v1/agent/chunks/missing", token: second, json: #"{"ids":["\#(a)"]}"#)
         XCTAssertEqual(missing.json()["missing"] as? [String], [])
         // Meanwhile the first image is deleted: `b` goes, `a` must stay.
         XCTAssertEqual(server.call("DELETE", "/api/v1/images/\(imageID)", token: admin).status, 204)
         let stats = server.call("GET", "/api/v1/store", token: admin).json()
         XCTAssertEqual(stats["chunks"] as? Int, 1, "\(stats)")
-        let done = server.call("POST", "/api/v1/agent/manifest", token: second, json: try manifest([(a, 300_000)]))
+        let done = server.call("POST", "/api/v1/agent/manifest", token: second, json: try server.manifest([(a, 300_000)]))
         XCTAssertEqual(done.status, 200, done.body)
         let id2 = try XCTUnwrap(done.json()["imageID"] as? String)
         XCTAssertEqual(server.call("POST", "/api/v1/agent/finish", token: second, json: #"{"ok":true}"#).status, 204)

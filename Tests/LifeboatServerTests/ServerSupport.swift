@@ -1,4 +1,6 @@
 import Foundation
+import LifeboatStore
+import LifeboatFormats
 import XCTest
 
 /// Runs a shell command; returns status and output. Used for curl (a real HTTP client),
@@ -52,6 +54,7 @@ final class ServerProcess {
     let process = Process()
     private(set) var port = 0
     private(set) var setupToken: String?
+    var adminToken: String?
     var url: String { "http://127.0.0.1:\(port)" }
 
     init(config: String = "") throws {
@@ -147,6 +150,59 @@ final class ServerProcess {
         }
         return HTTPAnswer(status: status, headers: headers, body: parts.dropFirst().joined(separator: "\r\n\r\n"))
     }
+}
+
+/// Agent-side calls made with curl, for tests that drive the agent API by hand.
+extension ServerProcess {
+    var admin: String {
+        if let t = adminToken { return t }
+        adminToken = try? token(user: "ada", role: "admin")
+        return adminToken ?? ""
+    }
+
+    func makeHost(_ name: String, mac: String, group: String = "") {
+        let a = call("POST", "/api/v1/hosts", token: admin, json: #"{"name":"\#(name)","macs":["\#(mac)"],"group":"\#(group)"}"#)
+        XCTAssertEqual(a.status, 201, a.body)
+    }
+
+    func startBackup(host: String) throws -> String {
+        let t = call("POST", "/api/v1/tasks", token: admin, json: #"{"kind":"backup","host":"\#(host)"}"#)
+        XCTAssertEqual(t.status, 201, t.body)
+        let token = try XCTUnwrap(t.json()["agentToken"] as? String)
+        let s = call("POST", "/api/v1/agent/start", token: token, json: #"{"hardware":{"disks":[],"nics":[]}}"#)
+        XCTAssertEqual(s.status, 200, s.body)
+        return token
+    }
+
+    /// A chunk of random bytes written to a file; returns (hex ID, path).
+    func chunk(_ size: Int, seed: UInt8) throws -> (String, String) {
+        var bytes = [UInt8](repeating: 0, count: size)
+        var x = UInt32(seed) &* 2654435761 | 1
+        for i in 0 ..< size {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5
+            bytes[i] = UInt8(truncatingIfNeeded: x)
+        }
+        let path = dir + "/chunk-\(seed)"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return (ChunkID(hashing: bytes).description, path)
+    }
+
+    func put(_ token: String, _ id: String, _ file: String, raw: Int, codec: String = "none") -> HTTPAnswer {
+        call("PUT", "/api/v1/agent/chunks/\(id)", token: token, bodyFile: file,
+                    headers: ["Lifeboat-Codec: \(codec)", "Lifeboat-Raw-Length: \(raw)", "Content-Type: application/octet-stream"])
+    }
+
+    /// A one-stream manifest (a bare disk whose whole content is `chunks`).
+    func manifest(_ chunks: [(String, Int)]) throws -> String {
+        let total = chunks.reduce(0) { $0 + $1.1 }
+        let refs = chunks.map { ChunkRef(id: ChunkID(hex: $0.0)!, length: $0.1) }
+        let m = Manifest(name: "x", created: "2026-11-28T00:00:00Z",
+                         source: .init(path: "/dev/test", size: UInt64(total), sectorSize: 512), scheme: .none,
+                         table: .init(stream: Stream(extents: [Extent(start: 0, length: UInt64(total))], chunks: refs)),
+                         partitions: [], warnings: [])
+        return String(decoding: try JSONEncoder().encode(m), as: UTF8.self)
+    }
+
 }
 
 extension HTTPAnswer {
