@@ -237,12 +237,14 @@ public enum HTTPParsing {
 }
 
 extension Substring {
+    /// Drops leading and trailing scalars found in `set`. By scalar, not Character: "\r\n"
+    /// is one Character and would never match "\n".
     func trimmingCharacters(in set: String) -> String {
-        let s = Set(set)
-        var v = self[...]
+        let s = Set(set.unicodeScalars)
+        var v = unicodeScalars[...]
         while let c = v.first, s.contains(c) { v = v.dropFirst() }
         while let c = v.last, s.contains(c) { v = v.dropLast() }
-        return String(v)
+        return String(String.UnicodeScalarView(v))
     }
 }
 
@@ -268,6 +270,9 @@ public struct ResponseDecoder: Sendable {
     private var state = State.head
     private var buffer: [UInt8] = []
     private var pos = 0
+    /// Where the search for the current line's end resumes: bytes before it hold no LF,
+    /// so a server dripping one byte at a time costs linear, not quadratic, time.
+    private var scanFrom = 0
     /// Bytes of the head (or of the trailers) consumed so far, against `headLimit`.
     private var headBytes = 0
     private var statusLine: (version: String, status: Int, reason: String)?
@@ -289,6 +294,7 @@ public struct ResponseDecoder: Sendable {
         if !bytes.isEmpty { receivedAny = true }
         if pos > 0 && pos >= buffer.count / 2 {
             buffer.removeFirst(pos)
+            scanFrom = max(0, scanFrom - pos)
             pos = 0
         }
         buffer.append(contentsOf: bytes)
@@ -453,13 +459,18 @@ public struct ResponseDecoder: Sendable {
     /// A bare LF is refused: lines end in CRLF (RFC 9112 §2.2).
     private mutating func takeLine(limit: Int, what: String) throws -> ArraySlice<UInt8>? {
         let end = min(buffer.count, pos + max(limit, 0) + 2)
-        guard let lfIndex = buffer[pos ..< end].firstIndex(of: HTTPParsing.lf) else { return nil }
+        let from = min(max(pos, scanFrom), end)
+        guard let lfIndex = buffer[from ..< end].firstIndex(of: HTTPParsing.lf) else {
+            scanFrom = end
+            return nil
+        }
         guard lfIndex > pos, buffer[lfIndex - 1] == HTTPParsing.cr else {
             throw HTTPError(what == "chunk size line" ? .badChunk : .badHeader,
                             "expected CRLF at the end of a line of the \(what), found a bare LF after \(quoted(buffer[pos ..< lfIndex]))")
         }
         let line = buffer[pos ..< lfIndex - 1]
         pos = lfIndex + 1
+        scanFrom = pos
         return line
     }
 }
