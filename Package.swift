@@ -52,6 +52,9 @@ let package = Package(
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
         .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatFormats"]),
         .testTarget(name: "LifeboatControlTests", dependencies: ["LifeboatControl"]),
+        .testTarget(name: "LifeboatClientTests", dependencies: [
+            "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
+        ]),
         .testTarget(name: "LifeboatServerTests", dependencies: [
             "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
