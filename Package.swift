@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "LifeboatControl"),
         // Client side of the HTTP API: a small blocking HTTP/1.1 client (no Foundation
         // networking, so the agent can be linked statically), the REST client, the agent.
-        .target(name: "LifeboatClient", dependencies: ["LifeboatEngine", "LifeboatControl"]),
+        .target(name: "LifeboatClient", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatControl"]),
         // 4. Services: the server (database, HTTP app, web UI, agent API, scheduler).
         .target(name: "LifeboatServer", dependencies: [
             "LifeboatEngine", "LifeboatControl",
@@ -54,9 +54,11 @@ let package = Package(
         // Helpers shared by test targets (a UDP receiver for Wake-on-LAN packets).
         .target(name: "TestKit", path: "Tests/TestKit"),
         .testTarget(name: "LifeboatControlTests", dependencies: ["LifeboatControl", "TestKit"]),
+        .testTarget(name: "LifeboatClientTests", dependencies: [
+            "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
+        ]),
         .testTarget(name: "LifeboatServerTests", dependencies: [
             "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO", "TestKit",
-            .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
     ]
 )

@@ -14,6 +14,8 @@ public struct BackupOptions: Sendable {
     public var force = false
     public var zstdLevel: Int32 = 2
     public var showProgress: Bool? = nil
+    /// Lets another thread follow the backup's progress.
+    public var watch: ProgressWatch? = nil
 
     public init(name: String) { self.name = name }
 }
@@ -41,6 +43,13 @@ public enum BackupEngine {
     static let readThroughGap: UInt64 = 256 << 10
 
     public static func run(device: FileDevice, store: Store, options: BackupOptions) throws -> BackupResult {
+        try run(device: device, repository: store, options: options)
+    }
+
+    /// Backs `device` up into `repository` (a local store or a server) and commits the
+    /// manifest last.
+    public static func run(device: FileDevice, repository: any ChunkRepository,
+                           options: BackupOptions) throws -> BackupResult {
         let plan = Analyzer.plan(device: device, forceRaw: options.forceRaw, force: options.force)
         let failures = plan.partitions.compactMap(\.failure)
         if !failures.isEmpty { throw EngineError(failures.joined(separator: "\n")) }
@@ -48,13 +57,16 @@ public enum BackupEngine {
         let streams: [[Extent]] = [plan.table.rawAreas] + plan.partitions.map(\.extents)
         let progress = Progress(label: "backup", total: streams.reduce(0) { $0 + $1.totalLength },
                                 enabled: options.showProgress)
+        options.watch?.attach(progress)
         device.adviseSequential()
-        let sink = try store.makeSink()
+        let sink = try repository.makeChunkSink()
         let pool = ZstdPool(level: options.zstdLevel)
+        let chunker = Chunker(repository.chunkerParameters)
+        let handed = HandedOver()
         var results: [Stream] = []
         for extents in streams {
-            let chunks = try backupStream(device: device, extents: extents, store: store, sink: sink, pool: pool,
-                                          chunker: Chunker(store.config.chunker), progress: progress)
+            let chunks = try backupStream(device: device, extents: extents, repository: repository, sink: sink,
+                                          pool: pool, chunker: chunker, progress: progress, handed: handed)
             results.append(Stream(extents: extents, chunks: chunks))
         }
         try sink.flush()
@@ -73,7 +85,7 @@ public enum BackupEngine {
             source: .init(path: device.path, size: device.size, sectorSize: plan.sectorSize),
             scheme: plan.table.scheme, table: .init(stream: results[0]), partitions: records,
             warnings: plan.warnings)
-        let id = try store.commit(manifest)
+        let id = try repository.commit(manifest)
         var committed = manifest
         committed.id = id
         return BackupResult(imageID: id, manifest: committed, bytesRead: progress.done,
@@ -86,15 +98,23 @@ public enum BackupEngine {
         case failed(any Error)
     }
 
-    fileprivate struct Prepared {
+    struct Prepared {
         var id: ChunkID
         var stored: [UInt8]?
         var codec: Codec
         var length: Int
     }
 
+    /// The test seam of the pipeline with a local store.
     static func backupStream(device: FileDevice, extents: [Extent], store: Store, sink: PackSink,
                              pool: ZstdPool, chunker: Chunker, progress: Progress) throws -> [ChunkRef] {
+        try backupStream(device: device, extents: extents, repository: store, sink: sink, pool: pool,
+                         chunker: chunker, progress: progress, handed: HandedOver())
+    }
+
+    static func backupStream(device: FileDevice, extents: [Extent], repository: any ChunkRepository,
+                             sink: any ChunkSink, pool: ZstdPool, chunker: Chunker, progress: Progress,
+                             handed: HandedOver) throws -> [ChunkRef] {
         guard !extents.isEmpty else { return [] }
         let queue = BoundedQueue<Batch>(capacity: 2)
         let cancelled = Flag()
@@ -124,18 +144,7 @@ public enum BackupEngine {
                     throw error
                 case .chunks(let c): batch = c
                 }
-                let prepared = Slots<Prepared>(count: batch.count)
-                let failure = Slots<any Error>(count: 1)
-                let failMutex = Mutex()
-                DispatchQueue.concurrentPerform(iterations: batch.count) { i in
-                    do {
-                        prepared[i] = try prepare(batch[i], store: store, pool: pool)
-                    } catch {
-                        failMutex.withLock { failure[0] = error }
-                    }
-                }
-                if let error = failure[0] { throw error }
-                writer.put(prepared.all.compactMap { $0 })
+                writer.put(try prepare(batch, repository: repository, pool: pool, handed: handed))
             }
             _ = try writer.finish()
             throw EngineError("backup stopped")  // not reached: finish() throws the writer's error
@@ -154,22 +163,60 @@ public enum BackupEngine {
         }
     }
 
-    /// Hashes a chunk and, unless the store already has it, compresses it and checks that
-    /// the compressed form decodes back to the same bytes.
-    private static func prepare(_ data: [UInt8], store: Store, pool: ZstdPool) throws -> Prepared {
+    /// One batch: hashes every chunk on all cores, asks the repository once which are
+    /// missing (a round trip when it is a server), then compresses and checks only those,
+    /// again on all cores. A chunk already handed to the writer earlier in this backup, or
+    /// earlier in the same batch, is not compressed again.
+    static func prepare(_ batch: [[UInt8]], repository: any ChunkRepository, pool: ZstdPool,
+                        handed: HandedOver) throws -> [Prepared] {
+        let hashes = Slots<ChunkID>(count: batch.count)
+        DispatchQueue.concurrentPerform(iterations: batch.count) { i in
+            hashes[i] = ChunkID(hashing: batch[i])
+        }
+        let ids: [ChunkID] = try hashes.all.map {
+            guard let h = $0 else { throw EngineError("internal: a chunk of the batch was not hashed") }
+            return h
+        }
+        var asked = Set<ChunkID>()
+        let question = ids.filter { !handed.contains($0) && asked.insert($0).inserted }
+        let missing = question.isEmpty ? [] : try repository.missing(question)
+
+        var chosen = Set<ChunkID>()
+        let toStore = ids.indices.filter { missing.contains(ids[$0]) && chosen.insert(ids[$0]).inserted }
+        let stored = Slots<(bytes: [UInt8], codec: Codec)>(count: toStore.count)
+        let failure = Slots<any Error>(count: 1)
+        let failMutex = Mutex()
+        DispatchQueue.concurrentPerform(iterations: toStore.count) { k in
+            let i = toStore[k]
+            do {
+                stored[k] = try compressChecked(batch[i], id: ids[i], pool: pool)
+            } catch {
+                failMutex.withLock { failure[0] = error }
+            }
+        }
+        if let error = failure[0] { throw error }
+        var out = ids.enumerated().map { i, id in Prepared(id: id, stored: nil, codec: .none, length: batch[i].count) }
+        for (k, i) in toStore.enumerated() {
+            guard let s = stored[k] else { throw EngineError("internal: chunk \(ids[i]) was not compressed") }
+            out[i].stored = s.bytes
+            out[i].codec = s.codec
+        }
+        handed.insert(chosen)
+        return out
+    }
+
+    /// Compresses a chunk and checks that the compressed form decodes back to the same
+    /// bytes; a chunk zstd cannot shrink is stored as it is.
+    private static func compressChecked(_ data: [UInt8], id: ChunkID, pool: ZstdPool) throws -> (bytes: [UInt8], codec: Codec) {
         try data.withUnsafeBytes { raw in
-            let id = ChunkID(hashing: raw)
-            if store.contains(id) { return Prepared(id: id, stored: nil, codec: .none, length: data.count) }
-            return try pool.withWorker { w in
-                guard let packed = w.zstd.compress(raw) else {
-                    return Prepared(id: id, stored: data, codec: .none, length: data.count)
-                }
+            try pool.withWorker { w in
+                guard let packed = w.zstd.compress(raw) else { return (data, .none) }
                 let check = w.scratch(raw.count)
                 try packed.withUnsafeBytes { try w.zstd.decompress($0, into: check) }
                 guard raw.count == 0 || memcmp(check.baseAddress!, raw.baseAddress!, raw.count) == 0 else {
                     throw EngineError("chunk \(id): zstd output does not decode to the input; refusing to store it")
                 }
-                return Prepared(id: id, stored: packed, codec: .zstd, length: data.count)
+                return (packed, .zstd)
             }
         }
     }
@@ -250,13 +297,13 @@ private final class StoreStage: @unchecked Sendable {
     private let queue = BoundedQueue<[BackupEngine.Prepared]?>(capacity: 2)
     private let done = DispatchSemaphore(value: 0)
     private let failed = Flag()
-    private let sink: PackSink
+    private let sink: any ChunkSink
     private let progress: Progress
     private var error: (any Error)?
     private var refs: [ChunkRef] = []
     private var finished = false
 
-    init(sink: PackSink, progress: Progress) throws {
+    init(sink: any ChunkSink, progress: Progress) throws {
         self.sink = sink
         self.progress = progress
         try startThread { [self] in run() }
@@ -298,4 +345,12 @@ private final class StoreStage: @unchecked Sendable {
         if let error { throw error }
         return refs
     }
+}
+
+/// IDs of the chunks already given to the writer in this backup: later batches need not
+/// ask about them or compress them again. Used by the batch loop's thread only.
+final class HandedOver: @unchecked Sendable {
+    private var ids = Set<ChunkID>()
+    func contains(_ id: ChunkID) -> Bool { ids.contains(id) }
+    func insert(_ new: Set<ChunkID>) { ids.formUnion(new) }
 }

@@ -10,7 +10,13 @@ public final class Progress: @unchecked Sendable {
     private let enabled: Bool
     private let started = Progress.now()
     private var lastPrint = 0.0
-    private(set) var done: UInt64 = 0
+    private var doneBytes: UInt64 = 0
+    // advance() runs on the engine's writer thread while a watcher (the agent's progress
+    // reporter) reads `done` from another.
+    private let mutex = Mutex()
+
+    /// Bytes done so far; safe to read from any thread.
+    public var done: UInt64 { mutex.withLock { doneBytes } }
 
     /// Prints only when standard error is a terminal (`enabled` overrides).
     public init(label: String, total: UInt64, enabled: Bool? = nil) {
@@ -20,7 +26,7 @@ public final class Progress: @unchecked Sendable {
     }
 
     public func advance(_ n: UInt64) {
-        done += n
+        mutex.withLock { doneBytes += n }
         let t = Progress.now()
         if enabled && t - lastPrint >= 0.5 {
             lastPrint = t
@@ -47,6 +53,22 @@ public final class Progress: @unchecked Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
+
+/// Lets a caller outside an engine follow its progress: the engine attaches the `Progress`
+/// it creates, another thread reads `snapshot` (the agent reports it to the server).
+public final class ProgressWatch: @unchecked Sendable {
+    private let mutex = Mutex()
+    private var current: Progress?
+
+    public init() {}
+
+    func attach(_ progress: Progress) { mutex.withLock { current = progress } }
+
+    /// Bytes done and total of the running engine; nil before it started.
+    public var snapshot: (done: UInt64, total: UInt64)? {
+        mutex.withLock { current }.map { ($0.done, $0.total) }
     }
 }
 

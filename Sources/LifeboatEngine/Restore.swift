@@ -7,6 +7,8 @@ public struct RestoreOptions: Sendable {
     /// Restore only this partition's data and table entry.
     public var partition: Int?
     public var showProgress: Bool? = nil
+    /// Lets another thread follow the restore's progress.
+    public var watch: ProgressWatch? = nil
     public init(partition: Int? = nil) { self.partition = partition }
 }
 
@@ -22,6 +24,13 @@ public enum RestoreEngine {
     static let batchChunks = 32
 
     public static func run(manifest: Manifest, store: Store, targetPath: String,
+                           options: RestoreOptions) throws -> RestoreResult {
+        try run(manifest: manifest, repository: store, targetPath: targetPath, options: options)
+    }
+
+    /// Restores from a local store or a server; chunks are read through `repository`, which
+    /// hash-checks each one.
+    public static func run(manifest: Manifest, repository store: any ChunkRepository, targetPath: String,
                            options: RestoreOptions) throws -> RestoreResult {
         try manifest.validate()
         let target = try openTarget(targetPath, manifest: manifest, wholeDisk: options.partition == nil)
@@ -57,6 +66,7 @@ public enum RestoreEngine {
         // 2. Write.
         let total = streams.reduce(0) { $0 + $1.stream.byteCount }
         let progress = Progress(label: "restore", total: total, enabled: options.showProgress)
+        options.watch?.attach(progress)
         let pool = ZstdPool(level: 3)
         for (label, s, writeBelow) in streams {
             try restoreStream(s, label: label, store: store, target: target, pool: pool, progress: progress,
@@ -86,7 +96,7 @@ public enum RestoreEngine {
     }
 
     /// Decodes and checks chunks on every core and writes each to its disk ranges.
-    static func restoreStream(_ stream: Stream, label: String, store: Store, target: FileDevice,
+    static func restoreStream(_ stream: Stream, label: String, store: any ChunkRepository, target: FileDevice,
                               pool: ZstdPool, progress: Progress, writeBelow: UInt64 = .max) throws {
         let map = StreamMap(stream.extents)
         var starts: [UInt64] = []
@@ -135,7 +145,7 @@ struct SavedAreas: BlockSource {
     let size: UInt64
     let pieces: [(extent: Extent, bytes: [UInt8])]
 
-    init(stream: Stream, diskSize: UInt64, store: Store) throws {
+    init(stream: Stream, diskSize: UInt64, store: any ChunkRepository) throws {
         size = diskSize
         let z = Zstd()
         var all: [UInt8] = []

@@ -1,0 +1,203 @@
+import Dispatch
+import FoundationEssentials
+import LifeboatControl
+import LifeboatEngine
+import LifeboatIO
+import LifeboatStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct AgentOptions: Sendable {
+    public var server: HTTPURL
+    /// The task token (`lbk_…`).
+    public var token: String
+    /// `--disk`: a device or disk-image file; with a disk selector it must be that disk.
+    public var disk: String?
+    /// Prefix of /sys for the hardware scan (tests).
+    public var sysRoot = ""
+    public var uploadThreads = 4
+    /// Seconds between progress reports.
+    public var progressInterval = 1.0
+    public var showProgress: Bool? = nil
+    public var http = HTTPClient.Options()
+    /// Echo log lines on standard error too.
+    public var echo = true
+
+    public init(server: HTTPURL, token: String, disk: String? = nil) {
+        self.server = server
+        self.token = token
+        self.disk = disk
+    }
+}
+
+public struct AgentReport: Sendable {
+    public var kind: TaskKind
+    public var taskID: Int64
+    public var disk: String
+    /// Backup: the committed image.
+    public var imageID: String?
+    public var bytes: UInt64
+    public var seconds: Double
+}
+
+/// A task that did not end well. `reported` says whether the server was told (finish with
+/// ok false); when it was not, the server fails the task on its own later.
+public struct AgentFailure: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public let reported: Bool
+    public var description: String {
+        reported ? message : "\(message) (the server could not be told)"
+    }
+}
+
+/// Runs the one task a task token stands for (docs/api.md "Agent API"): start with the
+/// hardware found, back up or restore with the local engines through a RemoteRepository,
+/// report progress about once a second and log lines, and always end with finish — ok only
+/// when the work really completed, never a silent success.
+public final class Agent {
+    public let options: AgentOptions
+    private let api: APIClient
+
+    public init(options: AgentOptions) {
+        self.options = options
+        api = APIClient(url: options.server, token: options.token, options: options.http)
+    }
+
+    public func run() throws -> AgentReport {
+        let hardware = HardwareScan.scan(root: options.sysRoot)
+        let task: AgentTask
+        do {
+            task = try api.agentStart(hardware)
+        } catch {
+            // A refused start (409: the host's disk is missing) already failed the task on
+            // the server; a finish is sent anyway in case the refusal came from elsewhere.
+            let reported = (try? api.agentFinish(ok: false, error: "agent could not start: \(error)")) != nil
+            throw AgentFailure(message: "the server did not hand out the task: \(error)",
+                               reported: reported || (error as? ServerError)?.status == 409)
+        }
+        log("task \(task.taskID): \(task.kind.rawValue) of host \(task.hostName)")
+        let report: AgentReport
+        do {
+            report = try work(task, hardware: hardware)
+        } catch {
+            let message = "\(error)"
+            log("failed: \(message)")
+            do {
+                try api.agentFinish(ok: false, error: message)
+            } catch let finishError {
+                throw AgentFailure(message: "\(message); reporting the failure failed too: \(finishError)", reported: false)
+            }
+            throw AgentFailure(message: message, reported: true)
+        }
+        do {
+            try api.agentFinish(ok: true)
+        } catch {
+            throw AgentFailure(message: "the \(task.kind.rawValue) completed but the server did not accept its end: \(error)",
+                               reported: false)
+        }
+        return report
+    }
+
+    private func work(_ task: AgentTask, hardware: Hardware) throws -> AgentReport {
+        let requestedIsFile = options.disk.map { path in
+            var st = stat()
+            return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+        } ?? false
+        let disk = try DiskChoice.choose(selector: task.disk, requested: options.disk,
+                                         requestedIsFile: requestedIsFile, disks: hardware.disks)
+        let repository = try RemoteRepository(url: options.server, token: options.token, task: task,
+                                              uploadThreads: options.uploadThreads, options: options.http)
+        let watch = ProgressWatch()
+        let reporter = ProgressReporter(api: APIClient(url: options.server, token: options.token, options: options.http),
+                                        watch: watch, interval: options.progressInterval)
+        reporter.start()
+        defer { reporter.stop() }
+
+        switch task.kind {
+        case .backup:
+            let device = try FileDevice(path: disk)
+            log("backing up \(disk) (\(formatBytes(device.size)))")
+            var o = BackupOptions(name: task.imageName ?? task.hostName)
+            o.zstdLevel = Int32(min(max(task.zstdLevel, 1), 19))
+            o.showProgress = options.showProgress
+            o.watch = watch
+            let result = try BackupEngine.run(device: device, repository: repository, options: o)
+            reporter.stop()
+            for w in result.manifest.warnings + result.manifest.partitions.flatMap(\.warnings) { log("warning: \(w)") }
+            log("image \(result.imageID): read \(formatBytes(result.bytesRead)), uploaded \(formatBytes(result.bytesNew)) in \(Int(result.seconds.rounded())) s")
+            return AgentReport(kind: .backup, taskID: task.taskID, disk: disk, imageID: result.imageID,
+                               bytes: result.bytesRead, seconds: result.seconds)
+        case .restore:
+            let manifest = try repository.image()
+            log("restoring image \(manifest.id.prefix(12)) \"\(manifest.name)\" to \(disk)"
+                + (task.partition.map { ", partition \($0) only" } ?? ""))
+            var o = RestoreOptions(partition: task.partition)
+            o.showProgress = options.showProgress
+            o.watch = watch
+            let result = try RestoreEngine.run(manifest: manifest, repository: repository, targetPath: disk, options: o)
+            reporter.stop()
+            for n in result.notes { log("note: \(n)") }
+            log("restored \(formatBytes(result.bytesWritten)) in \(Int(result.seconds.rounded())) s")
+            return AgentReport(kind: .restore, taskID: task.taskID, disk: disk, imageID: manifest.id,
+                               bytes: result.bytesWritten, seconds: result.seconds)
+        }
+    }
+
+    /// One log line to the server (and the console). A line that cannot be sent is not a
+    /// reason to fail the task; the console still has it.
+    func log(_ line: String) {
+        if options.echo { writeStderr("agent: \(line)\n") }
+        do {
+            try api.agentLog([line])
+        } catch {
+            writeStderr("agent: could not send a log line: \(error)\n")
+        }
+    }
+}
+
+/// Posts the running engine's progress every `interval` seconds from a thread of its own,
+/// on its own connection so it never waits behind a chunk upload.
+final class ProgressReporter: @unchecked Sendable {
+    private let api: APIClient
+    private let watch: ProgressWatch
+    private let interval: Double
+    private let wake = DispatchSemaphore(value: 0)
+    private let ended = DispatchSemaphore(value: 0)
+    private let mutex = Mutex()
+    private var running = false
+    private var stopping = false
+
+    init(api: APIClient, watch: ProgressWatch, interval: Double) {
+        self.api = api
+        self.watch = watch
+        self.interval = interval
+    }
+
+    func start() {
+        mutex.withLock { running = true }
+        DispatchQueue(label: "lifeboat.progress").async { [self] in
+            var last: (UInt64, UInt64)?
+            while !mutex.withLock({ stopping }) {
+                _ = wake.wait(timeout: .now() + interval)
+                if let s = watch.snapshot, last.map({ $0 != (s.done, s.total) }) ?? true {
+                    last = (s.done, s.total)
+                    // A lost report is only a stale progress bar; the next one corrects it.
+                    try? api.agentProgress(done: s.done, total: s.total)
+                }
+            }
+            ended.signal()
+        }
+    }
+
+    /// Stops the thread after one last report; later calls do nothing.
+    func stop() {
+        let wasRunning = mutex.withLock { () -> Bool in
+            defer { running = false; stopping = true }
+            return running
+        }
+        guard wasRunning else { return }
+        wake.signal()
+        ended.wait()
+    }
+}
