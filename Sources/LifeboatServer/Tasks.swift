@@ -362,6 +362,9 @@ final class TaskHub: @unchecked Sendable {
             return (h, task.name ?? "\(h.name)-\(Date().formatted(.iso8601.year().month().day().dateSeparator(.dash)))")
         }
         manifest.name = imageName
+        // The server's clock orders images (retention, "newest"): a rescued PC's clock may be
+        // years off (a flat CMOS battery).
+        manifest.created = Date().formatted(.iso8601)
         let m = manifest
         let id: String = try await Blocking.run { [store, gate] in
             try gate.shared {
