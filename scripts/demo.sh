@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a generated sample disk: back it up into a local store, restore it into a
-# new file, check the restored filesystem with e2fsck and the store with `lifeboat verify`.
+# new file, check the restored filesystem with e2fsck and the store with `lifeboat verify`;
+# then start the server on that store (DEMO_SERVE=0 skips that, DEMO_HTTP sets its address).
 set -euo pipefail
 LB=${1:?usage: demo.sh PATH-TO-lifeboat}
 DIR=${DEMO_DIR:-demo}
@@ -28,19 +29,23 @@ say "lifeboat inspect"
 "$LB" inspect "$DIR/disk.img"
 
 say "lifeboat backup (first, then again: the second stores almost nothing)"
-"$LB" backup "$DIR/disk.img" --store "$DIR/store" --name demo-pc
-ID=$("$LB" backup "$DIR/disk.img" --store "$DIR/store" --name demo-pc | tee /dev/stderr | tail -1)
-"$LB" images --store "$DIR/store"
+"$LB" backup "$DIR/disk.img" --store "$DIR/lifeboat-data/store" --name demo-pc
+ID=$("$LB" backup "$DIR/disk.img" --store "$DIR/lifeboat-data/store" --name demo-pc | tee /dev/stderr | tail -1)
+"$LB" images --store "$DIR/lifeboat-data/store"
 
 say "lifeboat restore $ID -> $DIR/restored.img"
-"$LB" restore "$ID" "$DIR/restored.img" --store "$DIR/store"
+"$LB" restore "$ID" "$DIR/restored.img" --store "$DIR/lifeboat-data/store"
 
 say "Checking: e2fsck on the restored partition, and lifeboat verify"
 dd if="$DIR/restored.img" of="$DIR/restored-p1.img" bs=1M skip=1 count=200 status=none
 e2fsck -fn "$DIR/restored-p1.img"
 rm -f "$DIR/restored-p1.img"
-"$LB" verify --store "$DIR/store"
+"$LB" verify --store "$DIR/lifeboat-data/store"
 table() { sfdisk -d "$1" | sed -n 's/^[^:]*: *start=/start=/p'; }
 cmp <(table "$DIR/disk.img") <(table "$DIR/restored.img")
 echo "partition tables match"
-say "Done. The store is $DIR/store; try: $LB images --store $DIR/store"
+say "Done. The store is $DIR/lifeboat-data/store; try: $LB images --store $DIR/lifeboat-data/store"
+[ "${DEMO_SERVE:-1}" = 0 ] && exit 0
+say "Starting the server on $DIR/lifeboat-data (Ctrl-C stops it)"
+echo "Open the setup link it prints to create the first administrator; the sample image is on the Images page."
+exec "$LB" serve --data "$DIR/lifeboat-data" --http "${DEMO_HTTP:-0.0.0.0:8080}"
