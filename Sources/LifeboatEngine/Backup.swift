@@ -117,7 +117,7 @@ public enum BackupEngine {
                              handed: HandedOver) throws -> [ChunkRef] {
         guard !extents.isEmpty else { return [] }
         let queue = BoundedQueue<Batch>(capacity: 2)
-        let cancelled = Flag()
+        let cancelled = AtomicFlag()
         DispatchQueue.global().async {
             do {
                 try readAndCut(device: device, extents: extents, chunker: chunker, cancelled: cancelled) {
@@ -223,7 +223,7 @@ public enum BackupEngine {
 
     /// Reads the extents in order with large reads, cuts content-defined chunks and hands
     /// them over in batches.
-    static func readAndCut(device: FileDevice, extents: [Extent], chunker: Chunker, cancelled: Flag,
+    static func readAndCut(device: FileDevice, extents: [Extent], chunker: Chunker, cancelled: AtomicFlag,
                            emit: ([[UInt8]]) -> Void) throws {
         let maxChunk = chunker.parameters.max
         var pending: [UInt8] = []
@@ -296,7 +296,7 @@ public enum BackupEngine {
 private final class StoreStage: @unchecked Sendable {
     private let queue = BoundedQueue<[BackupEngine.Prepared]?>(capacity: 2)
     private let done = DispatchSemaphore(value: 0)
-    private let failed = Flag()
+    private let failed = AtomicFlag()
     private let sink: any ChunkSink
     private let progress: Progress
     private var error: (any Error)?

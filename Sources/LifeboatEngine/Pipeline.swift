@@ -25,14 +25,6 @@ final class BoundedQueue<T>: @unchecked Sendable {
     }
 }
 
-/// A flag shared between threads.
-final class Flag: @unchecked Sendable {
-    private let mutex = Mutex()
-    private var value = false
-    var isSet: Bool { mutex.withLock { value } }
-    func set() { mutex.withLock { value = true } }
-}
-
 /// zstd contexts for worker threads to borrow; a context is expensive to create.
 final class ZstdPool: @unchecked Sendable {
     private let mutex = Mutex()

@@ -297,3 +297,12 @@ public func writeStderr(_ text: String) {
         }
     }
 }
+
+/// A one-way flag threads can raise and poll (cancellation, shutdown).
+public final class AtomicFlag: @unchecked Sendable {
+    private let mutex = Mutex()
+    private var value = false
+    public init() {}
+    public var isSet: Bool { mutex.withLock { value } }
+    public func set() { mutex.withLock { value = true } }
+}

@@ -90,7 +90,7 @@ extension LifeboatServer {
             await audit(call, "task.cancel", "task \(id)")
             return try Reply.json(try await tasks.get(id, token: true))
         }
-        r.add(.get, "/api/v1/tasks/:task/events", .user(.viewer)) { [tasks] call in
+        r.add(.get, "/api/v1/tasks/:task/events", .user(.viewer)) { [tasks, stopping] call in
             let id = try TaskHub.parseID(try call.parameter("task"))
             let token = call.user!.role >= .operator_
             _ = try await tasks.get(id, token: false, withLog: false)
@@ -104,7 +104,7 @@ extension LifeboatServer {
                         try await writer.write(ByteBuffer(string: "event: task\ndata: \(json)\n\n"))
                         last = t
                     }
-                    if !t.state.isActive { break }
+                    if !t.state.isActive || stopping.isSet { break }
                     try await Task.sleep(for: .milliseconds(500))
                 }
                 try await writer.finish(nil)

@@ -27,6 +27,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var databasePath: String { data + "/lifeboat.sqlite" }
     public var storePath: String { data + "/store" }
     public var logPath: String { data + "/logs" }
+    /// The rescue kernel and initramfs served to PCs (`lifeboat rescue build DIR`).
+    public var rescuePath: String { data + "/rescue" }
 
     /// Parses `key = value` lines; `#` starts a comment. Unknown keys and bad values are
     /// errors naming the line, so a typo never silently falls back to a default.

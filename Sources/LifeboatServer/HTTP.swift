@@ -199,17 +199,19 @@ final class RouteTable: @unchecked Sendable {
     let router: Router<AppContext>
     private(set) var entries: [Entry] = []
     let auth: Authenticator
+    let log: ServerLog
 
-    init(router: Router<AppContext>, auth: Authenticator) {
+    init(router: Router<AppContext>, auth: Authenticator, log: ServerLog) {
         self.router = router
         self.auth = auth
+        self.log = log
     }
 
     /// `page` routes answer a missing login with a redirect to /login instead of 401 JSON.
     func add(_ method: HTTPRequest.Method, _ path: String, _ access: Access, bodyLimit: Int = 1 << 20,
              page: Bool = false, _ handler: @escaping Handler) {
         entries.append(Entry(method: method, path: path, access: access))
-        let auth = self.auth
+        let (auth, log) = (self.auth, self.log)
         router.on(RouterPath(path), method: method) { request, context -> Response in
             var request = request
             do {
@@ -258,7 +260,7 @@ final class RouteTable: @unchecked Sendable {
                 if page { return Reply.html(Pages.errorPage(.badRequest, v.description), status: .badRequest) }
                 return Reply.error(.badRequest, v.description)
             } catch {
-                context.logger.error("\(method) \(path): \(error)")
+                log.write("error: \(method) \(path): \(error)")
                 return Reply.error(.internalServerError, "internal error: \(error)")
             }
         }

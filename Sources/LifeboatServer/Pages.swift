@@ -141,11 +141,7 @@ extension LifeboatServer {
 
         r.add(.get, "/", .user(.viewer), page: true) { [self] call in
             var c = base(call, "Dashboard")
-            let stats = try await images.stats()
-            c["stats"] = Pages.plain(stats)
-            c["logical"] = formatBytes(stats.logicalBytes)
-            c["stored"] = formatBytes(stats.storedBytes)
-            c["ratio"] = String(format: "%.2f", stats.dedupRatio)
+            try await addStoreSummary(&c)
             c["hostCount"] = try await db.read { db in try HostRecord.fetchCount(db) }
             let active = try await tasks.list(host: nil, activeOnly: true, token: false)
             c["active"] = active.map { t -> Any in
@@ -215,11 +211,7 @@ extension LifeboatServer {
         // Images
         r.add(.get, "/images", .user(.viewer), page: true) { [self] call in
             var c = base(call, "Images")
-            let stats = try await images.stats()
-            c["stats"] = Pages.plain(stats)
-            c["logical"] = formatBytes(stats.logicalBytes)
-            c["stored"] = formatBytes(stats.storedBytes)
-            c["ratio"] = String(format: "%.2f", stats.dedupRatio)
+            try await addStoreSummary(&c)
             let names = try await db.read { db in Dictionary(uniqueKeysWithValues: try HostRecord.fetchAll(db).map { ($0.id!, $0.name) }) }
             let csrf = call.session?.csrf ?? ""
             let canEdit = (call.user?.role ?? .viewer) >= .operator_
@@ -336,9 +328,7 @@ extension LifeboatServer {
         }
         r.add(.get, "/users", .user(.admin), page: true) { [self] call in
             var c = base(call, "Users")
-            let csrf = call.session?.csrf ?? ""
-            c["users"] = try await db.read { db in try UserRecord.order(Column("name")).fetchAll(db) }
-                .map { ["name": $0.name, "role": $0.role.rawValue, "created": $0.created.iso, "csrf": csrf] }
+            c["users"] = try await userRows(call)
             return Pages.render("users", c)
         }
         r.add(.post, "/users", .user(.admin), page: true) { [self] call in
@@ -371,6 +361,20 @@ extension LifeboatServer {
                 .map { ["time": $0.time.iso, "actor": $0.actor, "address": $0.address, "action": $0.action, "subject": $0.subject] }
             return Pages.render("audit", c)
         }
+    }
+
+    func addStoreSummary(_ c: inout [String: Any]) async throws {
+        let stats = try await images.stats()
+        c["stats"] = Pages.plain(stats)
+        c["logical"] = formatBytes(stats.logicalBytes)
+        c["stored"] = formatBytes(stats.storedBytes)
+        c["ratio"] = String(format: "%.2f", stats.dedupRatio)
+    }
+
+    func userRows(_ call: Call) async throws -> [[String: Any]] {
+        let csrf = call.session?.csrf ?? ""
+        return try await db.read { db in try UserRecord.order(Column("name")).fetchAll(db) }
+            .map { ["name": $0.name, "role": $0.role.rawValue, "created": $0.created.iso, "csrf": csrf] }
     }
 
     static func macList(_ text: String?) -> [String]? {

@@ -5,6 +5,10 @@ import LifeboatControl
 import LifeboatIO
 import LifeboatStore
 import Logging
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `lifeboat serve`: one process, one data directory (database, image store, logs).
 public final class LifeboatServer: Sendable {
@@ -17,6 +21,9 @@ public final class LifeboatServer: Sendable {
     let images: ImageService
     let tasks: TaskHub
     let setup: SetupGate
+    let log: ServerLog
+    /// Set when SIGTERM starts a graceful shutdown: open event streams end so it can finish.
+    let stopping = AtomicFlag()
 
     public init(config: ServerConfig) throws {
         self.config = config
@@ -30,6 +37,7 @@ public final class LifeboatServer: Sendable {
         tasks = TaskHub(db: db, store: store, gate: gate, config: config, images: images)
         pinsBox.hub = tasks
         setup = SetupGate()
+        log = ServerLog(directory: config.logPath)
     }
 
     /// True until the first administrator exists.
@@ -44,10 +52,11 @@ public final class LifeboatServer: Sendable {
 
     func makeRouter() -> (Router<AppContext>, RouteTable) {
         let router = Router(context: AppContext.self)
-        let table = RouteTable(router: router, auth: auth)
+        let table = RouteTable(router: router, auth: auth, log: log)
         registerAPI(table)
         registerAgentAPI(table)
         registerPages(table)
+        registerBootScripts(table)
         return (router, table)
     }
 
@@ -60,10 +69,19 @@ public final class LifeboatServer: Sendable {
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "Lifeboat"),
-            services: [Scheduler(server: self)],
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            onServerRunning: { [log] channel in
+                log.write("started on \(channel.localAddress?.description ?? "?")")
+                await onRunning(channel.localAddress?.port ?? 0)
+            },
             logger: logger)
-        try await app.runService()
+        // Our own group, so that on SIGTERM our services stop first (a group stops its
+        // services in reverse order): the watch ends open event streams, and only then does
+        // the HTTP server wait for its connections to close.
+        let group = ServiceGroup(configuration: .init(
+            services: [app, Scheduler(server: self), ShutdownWatch(stopping: stopping)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        log.write("stopped")
     }
 
     // MARK: audit
@@ -71,6 +89,7 @@ public final class LifeboatServer: Sendable {
     func audit(_ call: Call?, actor: String? = nil, _ action: String, _ subject: String) async {
         let entry = AuditRecord(id: nil, time: Date(), actor: actor ?? call?.principal?.actor ?? "anonymous",
                                 address: call?.address ?? "-", action: action, subject: String(subject.prefix(500)))
+        log.write("\(entry.actor) from \(entry.address): \(action) \(entry.subject)")
         _ = try? await db.write { db in
             var e = entry
             try e.insert(db)
@@ -146,5 +165,33 @@ final class SetupGate: @unchecked Sendable {
             value = v
             return v
         }
+    }
+}
+
+/// Waits for the graceful shutdown and raises the flag.
+struct ShutdownWatch: Service {
+    let stopping: AtomicFlag
+    func run() async throws {
+        try? await gracefulShutdown()
+        stopping.set()
+    }
+}
+
+/// `DATA/logs/lifeboat.log`: one line per start, stop, change (the audit trail) and internal
+/// error, for administrators who read logs rather than the web UI.
+final class ServerLog: @unchecked Sendable {
+    private let lock = Mutex()
+    private let fd: Int32
+
+    init(directory: String) {
+        fd = open(directory + "/lifeboat.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    func write(_ text: String) {
+        guard fd >= 0 else { return }
+        let line = Array("\(Date().iso) \(text.replacingOccurrences(of: "\n", with: " "))\n".utf8)
+        lock.withLock { _ = line.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
     }
 }

@@ -49,6 +49,13 @@ struct DataOption: ParsableArguments {
     var data: String?
 
     var path: String { data ?? ServerConfig().data }
+
+    /// The server's database and store, for commands that change them directly.
+    func openServer() throws -> LifeboatServer {
+        var c = ServerConfig()
+        c.data = path
+        return try failing { try LifeboatServer(config: c) }
+    }
 }
 
 /// Runs async work from a synchronous command and waits for it.

@@ -23,9 +23,7 @@ struct Users: ParsableCommand {
             guard let line = readLine(strippingNewline: true), !line.isEmpty else {
                 throw Failure("expected the password on standard input, found nothing")
             }
-            var c = ServerConfig()
-            c.data = data.path
-            let server = try failing { try LifeboatServer(config: c) }
+            let server = try data.openServer()
             let (name, role) = (self.name, self.role)
             try runAsync { try await server.addUser(name: name, role: role, password: line) }
             print("added user \(name) (\(role.rawValue))")
@@ -49,9 +47,7 @@ struct Tokens: ParsableCommand {
         @OptionGroup var data: DataOption
 
         func run() throws {
-            var c = ServerConfig()
-            c.data = data.path
-            let server = try failing { try LifeboatServer(config: c) }
+            let server = try data.openServer()
             let (user, label) = (self.user, self.label)
             try runAsync {
                 let token = try await server.createToken(user: user, label: label)

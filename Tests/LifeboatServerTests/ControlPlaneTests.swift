@@ -107,7 +107,8 @@ final class ControlPlaneTests: XCTestCase {
     /// Server-sent events carry each progress change and end when the task ends.
     func testTaskEventsStreamProgressUntilTheTaskEnds() throws {
         let server = try ServerProcess()
-        defer { XCTAssertEqual(server.stop(), 0) }
+        var stopped = false
+        defer { if !stopped { server.stop() } }
         server.makeHost("pc1", mac: "02:00:00:00:00:01")
         let token = try server.startBackup(host: "pc1")
         let events = server.dir + "/events"
@@ -127,5 +128,19 @@ final class ControlPlaneTests: XCTestCase {
         XCTAssert(datas.contains { $0.contains("\"done\":500") }, text)
         XCTAssert(datas.last?.contains("\"state\":\"failed\"") == true, text)
         XCTAssertEqual(curl.terminationStatus, 0, "the stream must close when the task ends")
+        // An open stream on an active task does not hold up SIGTERM.
+        server.makeHost("pc2", mac: "02:00:00:00:00:02")
+        _ = try server.startBackup(host: "pc2")
+        let open = Process()
+        open.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        open.arguments = ["-s", "-N", "--max-time", "60", "-H", "Authorization: Bearer \(server.admin)", "-o", "/dev/null",
+                          server.url + "/api/v1/tasks/2/events"]
+        try open.run()
+        Thread.sleep(forTimeInterval: 1)
+        let t0 = Date()
+        stopped = true
+        XCTAssertEqual(server.stop(), 0, "SIGTERM with an open event stream must still stop cleanly")
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10)
+        open.waitUntilExit()
     }
 }

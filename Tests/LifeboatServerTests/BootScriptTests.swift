@@ -1,0 +1,65 @@
+import Foundation
+import XCTest
+
+/// The per-host iPXE scripts at /boot/<mac>.
+final class BootScriptTests: XCTestCase {
+    func testEachPCGetsTheScriptItsStateCallsForAndOnlyItsOwnTaskToken() throws {
+        let server = try ServerProcess(config: "registration_secret = \"blue-pelican-42\"\n")
+        defer { XCTAssertEqual(server.stop(), 0) }
+        // Unknown PC: local disk by default, registration offered.
+        let unknown = server.call("GET", "/boot/52:54:00:aa:bb:01")
+        XCTAssertEqual(unknown.status, 200)
+        XCTAssert(unknown.body.hasPrefix("#!ipxe\n"), unknown.body)
+        XCTAssert(unknown.body.contains("--default local"), unknown.body)
+        XCTAssert(unknown.body.contains("/boot/52:54:00:aa:bb:01/register?name=${lbname:uristring}"), unknown.body)
+        XCTAssertFalse(unknown.body.contains("lbk_"))
+        // Registration from the menu needs the secret.
+        let wrong = server.call("GET", "/boot/52:54:00:aa:bb:01/register?name=pc1&secret=guess")
+        XCTAssert(wrong.body.contains("Wrong registration secret"), wrong.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/hosts", token: server.admin).jsonArray().count, 0)
+        let ok = server.call("GET", "/boot/52-54-00-AA-BB-01/register?name=pc1&secret=blue-pelican-42")
+        XCTAssert(ok.body.contains("Registered"), ok.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/hosts/pc1", token: server.admin).json()["macs"] as? [String], ["52:54:00:aa:bb:01"])
+        // Known, nothing to do: local disk, no token.
+        let idle = server.call("GET", "/boot/525400aabb01")
+        XCTAssert(idle.body.contains("--default local"), idle.body)
+        XCTAssertFalse(idle.body.contains("lbk_"))
+        // A queued task: its entry is the default, with the token and the MAC that booted;
+        // the task is now waiting for the agent.
+        server.makeHost("pc2", mac: "52:54:00:aa:bb:02")
+        let task = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"pc1"}"#).json()
+        let token = try XCTUnwrap(task["agentToken"] as? String)
+        let armed = server.call("GET", "/boot/52:54:00:aa:bb:01", headers: ["Host: 10.77.0.1:8080"])
+        XCTAssert(armed.body.contains("--default task"), armed.body)
+        XCTAssert(armed.body.contains("lifeboat.token=\(token)"), armed.body)
+        XCTAssert(armed.body.contains("lifeboat.server=http://10.77.0.1:8080"), armed.body)
+        XCTAssert(armed.body.contains("BOOTIF=01-52-54-00-aa-bb-01"), armed.body)
+        XCTAssert(armed.body.contains("kernel http://10.77.0.1:8080/boot/rescue/vmlinuz"), armed.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/tasks/1", token: server.admin).json()["state"] as? String, "waiting")
+        // Another PC never sees that token.
+        XCTAssertFalse(server.call("GET", "/boot/52:54:00:aa:bb:02").body.contains("lbk_"))
+        // The agent starts; if the PC then boots again, the task failed with it.
+        XCTAssertEqual(server.call("POST", "/api/v1/agent/start", token: token, json: #"{"hardware":{"disks":[],"nics":[]}}"#).status, 200)
+        let rebooted = server.call("GET", "/boot/52:54:00:aa:bb:01")
+        XCTAssert(rebooted.body.contains("--default local"), rebooted.body)
+        XCTAssertFalse(rebooted.body.contains("lbk_"))
+        let t = server.call("GET", "/api/v1/tasks/1", token: server.admin).json()
+        XCTAssertEqual(t["state"] as? String, "failed")
+        XCTAssertEqual(t["reason"] as? String, "the PC rebooted while the task was running")
+        // Hostile MACs are refused; rescue files that are not built say how to build them.
+        XCTAssertEqual(server.call("GET", "/boot/52:54:00:aa:bb").status, 400)
+        XCTAssertEqual(server.call("GET", "/boot/..%2f..%2fetc").status, 400)
+        let missing = server.call("GET", "/boot/rescue/vmlinuz")
+        XCTAssertEqual(missing.status, 404)
+        XCTAssert(missing.body.contains("lifeboat rescue build"), missing.body)
+        XCTAssertEqual(server.call("GET", "/boot/rescue/passwd").status, 404)
+    }
+
+    func testUnknownPCsAreSentToTheirDiskWhenTheServerRefusesThem() throws {
+        let server = try ServerProcess(config: "refuse_unknown_hosts = true\n")
+        defer { XCTAssertEqual(server.stop(), 0) }
+        let a = server.call("GET", "/boot/52:54:00:aa:bb:09")
+        XCTAssert(a.body.contains("not registered") && a.body.contains("exit"), a.body)
+        XCTAssertFalse(a.body.contains("register?"))
+    }
+}
