@@ -7,7 +7,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # Build: libzstd (the store's compressor). Tests and demo: the real tools are the oracles
 # (mkfs/fsck of every filesystem we read; user-mode-linux mounts what the host kernel cannot).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
-         dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux; do
+         dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
+         ipxe curl; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -63,3 +63,29 @@ final class BootScriptTests: XCTestCase {
         XCTAssertFalse(a.body.contains("register?"))
     }
 }
+
+final class DoctorTests: XCTestCase {
+    func testDoctorNamesEachProblemWithItsFix() throws {
+        let server = try ServerProcess()
+        var stopped = false
+        defer { if !stopped { server.stop() } }
+        let first = server.cli("doctor --server \(server.url)")
+        XCTAssertEqual(first.status, 1, first.out)
+        for line in ["ok   database", "ok   store", "ok   iPXE binaries", "ok   HTTP", "ok   boot script",
+                     "FAIL rescue system", "fix: lifeboat rescue build \(server.data)/rescue"] {
+            XCTAssert(first.out.contains(line), "doctor output lacks \"\(line)\":\n\(first.out)")
+        }
+        shell("mkdir -p \(q(server.data))/rescue && touch \(q(server.data))/rescue/vmlinuz \(q(server.data))/rescue/initrd.img")
+        let second = server.cli("doctor --server \(server.url)")
+        XCTAssertEqual(second.status, 0, second.out)
+        // A server that is not running is named, with how to start it.
+        let port = server.port
+        stopped = true
+        XCTAssertEqual(server.stop(), 0)
+        let elsewhere = shell("mktemp -d /tmp/lifeboat-doctor.XXXXXX").out.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { shell("rm -rf \(q(elsewhere))") }
+        let down = shell("\(q(lifeboatBinary)) doctor --data \(q(elsewhere)) --server http://127.0.0.1:\(port)")
+        XCTAssertEqual(down.status, 1, down.out)
+        XCTAssert(down.out.contains("FAIL HTTP") && down.out.contains("fix: start it"), down.out)
+    }
+}
