@@ -1,7 +1,5 @@
+import Dispatch
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,13 +25,6 @@ final class WebDriver: Sendable {
     /// chromedriver's base URL, e.g. http://127.0.0.1:9515
     let base: URL
     let sessionID: String
-
-    private static let session: URLSession = {
-        let c = URLSessionConfiguration.ephemeral
-        c.timeoutIntervalForRequest = 120
-        c.timeoutIntervalForResource = 180
-        return URLSession(configuration: c)
-    }()
 
     /// Opens a session with headless Chromium. `userDataDir` keeps the profile in the test's
     /// temp dir (so it is removed with it, and the browser's processes can be found by it).
@@ -174,23 +165,121 @@ final class WebDriver: Sendable {
     }
 
     private static func call(_ base: URL, _ method: String, _ path: String, _ body: [String: Any]?) async throws -> Any {
-        var req = URLRequest(url: URL(string: base.absoluteString + path)!)
-        req.httpMethod = method
-        if let body {
-            req.httpBody = try JSONSerialization.data(withJSONObject: body)
-            req.setValue("application/json; charset=utf-8", forHTTPHeaderField: "Content-Type")
-        }
-        let (data, response) = try await session.data(for: req)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        let json = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? [String: Any]
+        let payload = try body.map { try JSONSerialization.data(withJSONObject: $0) }
+        let answer = try await MiniHTTP.request(port: base.port ?? 80, method, path, body: payload)
+        let json = (try? JSONSerialization.jsonObject(with: answer.body, options: [.fragmentsAllowed])) as? [String: Any]
         let value = json?["value"] ?? NSNull()
-        if status != 200 {
+        if answer.status != 200 {
             let v = value as? [String: Any]
-            let error = v?["error"] as? String ?? "HTTP \(status)"
-            let message = (v?["message"] as? String).map { String($0.prefix(600)) } ?? String(decoding: data.prefix(600), as: UTF8.self)
+            let error = v?["error"] as? String ?? "HTTP \(answer.status)"
+            let message = (v?["message"] as? String).map { String($0.prefix(600)) } ?? String(decoding: answer.body.prefix(600), as: UTF8.self)
             throw WebDriverError("\(method) \(path): \(error): \(message)")
         }
         return value
+    }
+}
+
+/// A tiny blocking HTTP/1.1 client for 127.0.0.1 (one request per connection). Foundation's
+/// URLSession on Linux rejects chromedriver's answers ("Failed writing header": its header
+/// lines have no space after the colon), so the tests speak HTTP themselves.
+enum MiniHTTP {
+    struct Answer: Sendable {
+        let status: Int
+        let headers: [String: String]   // names lower-cased
+        let body: Data
+    }
+
+    static func request(port: Int, _ method: String, _ path: String, headers: [String: String] = [:],
+                        body: Data? = nil, timeout: Int = 120) async throws -> Answer {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<Answer, any Error>) in
+            DispatchQueue.global().async {
+                k.resume(with: Result { try requestBlocking(port: port, method, path, headers: headers, body: body, timeout: timeout) })
+            }
+        }
+    }
+
+    static func requestBlocking(port: Int, _ method: String, _ path: String, headers: [String: String] = [:],
+                                body: Data? = nil, timeout: Int = 120) throws -> Answer {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw WebDriverError("socket(): errno \(errno)") }
+        defer { close(fd) }
+        var tv = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw WebDriverError("connect to 127.0.0.1:\(port): errno \(errno)") }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+        var hs = headers
+        if let body {
+            hs["Content-Length"] = String(body.count)
+            if hs["Content-Type"] == nil { hs["Content-Type"] = "application/json; charset=utf-8" }
+        } else if method == "POST" || method == "PUT" {
+            hs["Content-Length"] = "0"
+        }
+        for (k, v) in hs { head += "\(k): \(v)\r\n" }
+        head += "\r\n"
+        var out = Data(head.utf8)
+        if let body { out.append(body) }
+        try out.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            var sent = 0
+            while sent < raw.count {
+                let n = send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+                guard n > 0 else { throw WebDriverError("send to 127.0.0.1:\(port): errno \(errno)") }
+                sent += n
+            }
+        }
+        // Read until the body is complete: Content-Length bytes after the header (chromedriver
+        // keeps the connection open despite Connection: close), else to EOF.
+        var data = Data()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let end = data.range(of: Data("\r\n\r\n".utf8)) {
+                let head = String(decoding: data[..<end.lowerBound], as: UTF8.self).lowercased()
+                if let l = head.components(separatedBy: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+                   let n = Int(l.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
+                   data.count - (end.upperBound - data.startIndex) >= n { break }
+                if method == "HEAD" || head.hasPrefix("http/1.1 204") || head.hasPrefix("http/1.1 304") { break }
+            }
+            let n = recv(fd, &buf, buf.count, 0)
+            if n == 0 { break }
+            guard n > 0 else { throw WebDriverError("recv from 127.0.0.1:\(port) (\(method) \(path)): errno \(errno)") }
+            data.append(contentsOf: buf[0 ..< n])
+        }
+        guard let end = data.range(of: Data("\r\n\r\n".utf8)) else {
+            throw WebDriverError("\(method) \(path): no HTTP header in \(data.count) bytes")
+        }
+        let lines = String(decoding: data[..<end.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+        let parts = lines.first?.split(separator: " ") ?? []
+        guard parts.count >= 2, let status = Int(parts[1]) else { throw WebDriverError("\(method) \(path): bad status line \(lines.first ?? "")") }
+        var fields: [String: String] = [:]
+        for l in lines.dropFirst() {
+            guard let c = l.firstIndex(of: ":") else { continue }
+            fields[l[..<c].lowercased()] = l[l.index(after: c)...].trimmingCharacters(in: .whitespaces)
+        }
+        var payload = Data(data[end.upperBound...])
+        if fields["transfer-encoding"]?.lowercased() == "chunked" { payload = try dechunk(payload) }
+        return Answer(status: status, headers: fields, body: payload)
+    }
+
+    static func dechunk(_ d: Data) throws -> Data {
+        var out = Data()
+        var i = d.startIndex
+        while let crlf = d[i...].range(of: Data("\r\n".utf8)) {
+            let sizeText = String(decoding: d[i ..< crlf.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
+            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else { throw WebDriverError("bad chunk size") }
+            if size == 0 { break }
+            let start = crlf.upperBound
+            guard d.endIndex - start >= size else { throw WebDriverError("truncated chunk") }
+            out.append(d[start ..< start + size])
+            i = min(d.endIndex, start + size + 2)
+        }
+        return out
     }
 }
 
@@ -230,28 +319,8 @@ enum BrowserSupport {
 
     /// Starts `exe args` with stdout and stderr going to `log` (a file, so a chatty child
     /// never blocks on a full pipe and the test can read what it printed so far).
-    static func start(_ exe: String, _ args: [String], log: String, stdin: String? = nil,
-                      environment: [String: String]? = nil) throws -> Process {
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        p.standardOutput = out
-        p.standardError = out
-        if let environment { p.environment = environment }
-        if let stdin {
-            let pipe = Pipe()
-            p.standardInput = pipe
-            try p.run()
-            pipe.fileHandleForWriting.write(Data(stdin.utf8))
-            try pipe.fileHandleForWriting.close()
-        } else {
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
-        }
-        try out.close()
-        return p
+    static func start(_ exe: String, _ args: [String], log: String, stdin: String? = nil) throws -> Child {
+        try Child(exe, args, log: log, stdin: stdin)
     }
 
     /// Runs a program to its end; returns (exit status, what it printed).
@@ -262,19 +331,18 @@ enum BrowserSupport {
         let p = try start(exe, args, log: log, stdin: stdin)
         let end = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < end { usleep(20_000) }
-        if p.isRunning { stop(p) ; throw WebDriverError("\(exe) \(args.joined(separator: " ")) did not end within \(Int(timeout)) s") }
-        p.waitUntilExit()
+        if p.isRunning { stop(p); throw WebDriverError("\(exe) \(args.joined(separator: " ")) did not end within \(Int(timeout)) s") }
         return (p.terminationStatus, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 
     /// SIGTERM, up to 5 s to exit, then SIGKILL.
-    static func stop(_ p: Process) {
+    static func stop(_ p: Child) {
         guard p.isRunning else { return }
-        p.terminate()
+        kill(p.pid, SIGTERM)
         let end = Date().addingTimeInterval(5)
         while p.isRunning && Date() < end { usleep(20_000) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
+        if p.isRunning { kill(p.pid, SIGKILL) }
+        while p.isRunning { usleep(10_000) }
     }
 
     /// Kills (by PID) every process whose command line mentions `marker` — the browser
@@ -287,5 +355,79 @@ enum BrowserSupport {
                   let data = FileManager.default.contents(atPath: "/proc/\(e)/cmdline") else { continue }
             if String(decoding: data, as: UTF8.self).contains(marker) { kill(pid, SIGKILL) }
         }
+    }
+}
+
+/// A child process started with posix_spawn and an EMPTY signal mask. Foundation's `Process`
+/// passes on the test runner's blocked signals (33–64 among them); chromedriver then hangs
+/// right after "Starting ChromeDriver" (glibc's set*id broadcast uses signal 33).
+final class Child: @unchecked Sendable {
+    let pid: pid_t
+    private let lock = NSLock()
+    private var status: Int32?
+
+    init(_ exe: String, _ args: [String], log: String, stdin: String?) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var fds: [Int32] = [-1, -1]
+        if stdin != nil {
+            guard pipe(&fds) == 0 else { throw WebDriverError("pipe(): errno \(errno)") }
+            posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
+            posix_spawn_file_actions_addclose(&actions, fds[0])
+            posix_spawn_file_actions_addclose(&actions, fds[1])
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var deflt = sigset_t()
+        sigemptyset(&deflt)
+        for sig in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD] { sigaddset(&deflt, sig) }
+        posix_spawnattr_setsigdefault(&attr, &deflt)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv: [UnsafeMutablePointer<CChar>?] = ([exe] + args).map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, exe, &actions, &attr, argv, environ)
+        if stdin != nil { close(fds[0]) }
+        guard rc == 0 else {
+            if stdin != nil { close(fds[1]) }
+            throw WebDriverError("posix_spawn \(exe): error \(rc)")
+        }
+        pid = child
+        if let stdin {
+            let bytes = Array(stdin.utf8)
+            _ = bytes.withUnsafeBytes { write(fds[1], $0.baseAddress, $0.count) }
+            close(fds[1])
+        }
+    }
+
+    /// Reaps the child if it ended (non-blocking).
+    var isRunning: Bool {
+        lock.lock(); defer { lock.unlock() }
+        if status != nil { return false }
+        var st: Int32 = 0
+        let r = waitpid(pid, &st, WNOHANG)
+        if r == pid {
+            // WIFEXITED → exit code; killed by a signal → 128 + signal, as a shell shows it.
+            status = (st & 0x7f) == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f)
+            return false
+        }
+        if r < 0 { status = -1; return false }
+        return true
+    }
+
+    /// The exit status (only meaningful once `isRunning` is false).
+    var terminationStatus: Int32 {
+        _ = isRunning
+        lock.lock(); defer { lock.unlock() }
+        return status ?? -1
     }
 }
