@@ -108,7 +108,7 @@ extension LifeboatServer {
                 return try await startSession(call, user: user)
             } catch let fail as Fail {
                 await audit(call, actor: "anonymous", "login.fail", String((f["name"] ?? "").prefix(64)))
-                return loginPage(call, template: "login", extra: ["flash": fail.message], status: fail.status)
+                return loginPage(call, template: "login", extra: ["loginError": fail.message], status: fail.status)
             }
         }
         r.add(.post, "/logout", .user(.viewer), page: true) { [self] call in
@@ -181,16 +181,23 @@ extension LifeboatServer {
             c["host"] = Pages.plain(h)
             c["macList"] = h.macs.joined(separator: " ")
             c["bootLocal"] = h.bootAction == .local
+            c["nextTask"] = h.nextBoot.map { $0.replacingOccurrences(of: "task ", with: "") }
             c["diskText"] = h.disk.map { [$0.serial.map { "serial \($0)" }, $0.wwn.map { "WWN \($0)" }].compactMap { $0 }.joined(separator: ", ") }
                 ?? "not chosen (the agent's --disk, or the only disk)"
             c["hardwareText"] = h.hardware.map { hw in
                 ([hw.vendor, hw.product, hw.serial.map { "serial \($0)" }].compactMap { $0 }
                  + hw.disks.map { "\($0.name) \(formatBytes($0.size)) \($0.serial ?? "")" }).joined(separator: " · ")
             } ?? "not reported yet"
-            c["tasks"] = try await tasks.list(host: String(h.id), activeOnly: false, token: false, limit: 50).map { Pages.plain($0) }
+            let hostTasks = try await tasks.list(host: String(h.id), activeOnly: false, token: false, limit: 50)
+            c["tasks"] = hostTasks.map { Pages.plain($0) }
+            c["hasTasks"] = !hostTasks.isEmpty
             let all = try await images.list()
-            c["images"] = all.filter { $0.hostID == h.id }.map(Self.imageRow)
-            c["restorable"] = all.filter { $0.shared || $0.hostID == h.id }.map(Self.imageRow)
+            let own = all.filter { $0.hostID == h.id }
+            let restorable = all.filter { $0.shared || $0.hostID == h.id }
+            c["images"] = own.map(Self.imageRow)
+            c["hasImages"] = !own.isEmpty
+            c["restorable"] = restorable.map(Self.imageRow)
+            c["hasRestorable"] = !restorable.isEmpty
             return Pages.render("host", c)
         }
         r.add(.post, "/hosts/:host", .user(.operator_), page: true) { [self] call in
@@ -272,6 +279,7 @@ extension LifeboatServer {
             c["rate"] = formatBytes(UInt64(t.progress.rate)) + "/s"
             c["eta"] = t.progress.eta.map { "\(Int($0)) s" } ?? "–"
             c["showToken"] = canEdit && t.agentToken != nil
+            c["serverURL"] = baseURL(call)
             c["canCancel"] = canEdit && t.state.isActive
             return Pages.render("task", c)
         }
@@ -368,7 +376,7 @@ extension LifeboatServer {
         c["stats"] = Pages.plain(stats)
         c["logical"] = formatBytes(stats.logicalBytes)
         c["stored"] = formatBytes(stats.storedBytes)
-        c["ratio"] = String(format: "%.2f", stats.dedupRatio)
+        c["ratio"] = stats.storedBytes == 0 ? "–" : String(format: "%.2f", stats.dedupRatio)
     }
 
     func userRows(_ call: Call) async throws -> [[String: Any]] {
@@ -385,6 +393,7 @@ extension LifeboatServer {
         var d = Pages.plain(i) as? [String: Any] ?? [:]
         d["shortID"] = String(i.id.prefix(12))
         d["sizeText"] = formatBytes(i.logicalBytes)
+        d["createdShort"] = i.created.replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
         return d
     }
 }

@@ -29,7 +29,7 @@ final class TaskHub: @unchecked Sendable {
     let db: DatabasePool
     let store: Store
     let gate: StoreGate
-    let images: ImageService!
+    let images: ImageService
     let config: ServerConfig
     private let lock = Mutex()
     private var live: [Int64: Live] = [:]
@@ -87,6 +87,9 @@ final class TaskHub: @unchecked Sendable {
             }
         }
         if t.state == .done { p.done = p.total }
+        if !t.state.isActive, let s = t.started, let e = t.ended, e > s {
+            p.rate = Double(p.done) / e.timeIntervalSince(s)
+        }
         return TaskDTO(id: t.id!, kind: t.kind, hostID: t.hostID, hostName: hostName, state: t.state, reason: t.reason,
                        imageID: t.imageID, partition: t.partition, name: t.name, created: t.created.iso,
                        started: t.started?.iso, ended: t.ended?.iso, progress: p,

@@ -30,6 +30,7 @@ enum Templates {
     static let login = """
     {{<layout}}{{$content}}
     <section class="narrow"><h1>Log in</h1>
+    {{#loginError}}<p class="error-box" id="login-error">{{.}}</p>{{/loginError}}
     <form method="post" action="/login">
     <input type="hidden" name="csrf" value="{{loginCSRF}}">
     <label>User name <input name="name" id="name" autocomplete="username" required autofocus></label>
@@ -60,11 +61,10 @@ enum Templates {
     <div class="card"><b>{{hostCount}}</b> hosts</div>
     <div class="card"><b>{{stats.images}}</b> images</div>
     <div class="card"><b>{{logical}}</b> saved, <b>{{stored}}</b> stored</div>
-    <div class="card">dedup × <b>{{ratio}}</b></div>
+    <div class="card">saved ÷ stored: <b>{{ratio}}</b></div>
     </div>
     <h2>Running and waiting tasks</h2>
     {{^active}}<p class="muted">No active tasks.</p>{{/active}}
-    {{#active.count}}{{/active.count}}
     <table>{{#active}}<tr><td><a href="/tasks/{{id}}">#{{id}}</a></td><td>{{kind}}</td><td>{{hostName}}</td><td>{{state}}</td>
     <td class="wide"><progress max="{{progress.total}}" value="{{progress.done}}"></progress> {{percent}}</td></tr>{{/active}}</table>
     <h2>Recent events</h2>
@@ -103,13 +103,15 @@ enum Templates {
     <h1>Host {{host.name}}</h1>
     <dl><dt>MAC addresses</dt><dd>{{macList}}</dd><dt>Group</dt><dd>{{host.group}}</dd>
     <dt>Disk to image</dt><dd>{{diskText}}</dd><dt>Hardware</dt><dd>{{hardwareText}}</dd>
-    <dt>Last seen</dt><dd>{{host.lastSeen}}</dd><dt>Next boot</dt><dd>{{host.nextBoot}}</dd></dl>
+    <dt>Last seen</dt><dd>{{host.lastSeen}}{{^host.lastSeen}}never{{/host.lastSeen}}</dd>
+    <dt>Next boot</dt><dd>{{#nextTask}}<a href="/tasks/{{.}}">runs task {{.}}</a>{{/nextTask}}{{^nextTask}}{{host.bootAction}}{{/nextTask}}</dd></dl>
     {{#canEdit}}
     <div class="row">
     <form method="post" action="/tasks"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="host" value="{{host.id}}"><input type="hidden" name="kind" value="backup"><button id="backup-now">Back up now</button></form>
-    <form method="post" action="/tasks"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="host" value="{{host.id}}"><input type="hidden" name="kind" value="restore">
+    {{#hasRestorable}}<form method="post" action="/tasks"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="host" value="{{host.id}}"><input type="hidden" name="kind" value="restore">
     <select name="image">{{#restorable}}<option value="{{id}}">{{name}} ({{shortID}}{{#shared}}, shared{{/shared}})</option>{{/restorable}}</select>
-    <input name="partition" placeholder="partition (all)" size="12"><button>Restore</button></form>
+    <input name="partition" placeholder="partition (all)" size="12"><button>Restore</button></form>{{/hasRestorable}}
+    {{^hasRestorable}}<span class="muted">No image to restore yet (this host's own or a shared one).</span>{{/hasRestorable}}
     </div>
     <h2>Edit</h2>
     <form method="post" action="/hosts/{{host.id}}" class="grid">
@@ -121,30 +123,34 @@ enum Templates {
     <label>Disk serial <input name="diskSerial" value="{{host.disk.serial}}"></label>
     <label>Disk WWN <input name="diskWWN" value="{{host.disk.wwn}}"></label>
     <label>Notes <textarea name="notes">{{host.notes}}</textarea></label>
-    <button>Save</button>
+    <div><button>Save</button></div>
     </form>
-    <form method="post" action="/hosts/{{host.id}}/delete"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Delete host</button></form>
+    <form method="post" action="/hosts/{{host.id}}/delete" class="spaced"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Delete host</button></form>
     {{/canEdit}}
     <h2>Tasks</h2>
-    <table>{{#tasks}}<tr><td><a href="/tasks/{{id}}">#{{id}}</a></td><td>{{kind}}</td><td>{{state}}</td><td>{{created}}</td><td>{{reason}}</td></tr>{{/tasks}}</table>
+    {{^tasks}}<p class="muted">None yet.</p>{{/tasks}}
+    {{#hasTasks}}<table><tr><th>#</th><th>Kind</th><th>State</th><th>Created</th><th>Reason</th></tr>
+    {{#tasks}}<tr><td><a href="/tasks/{{id}}">#{{id}}</a></td><td>{{kind}}</td><td class="state-{{state}}">{{state}}</td><td>{{created}}</td><td>{{reason}}</td></tr>{{/tasks}}</table>{{/hasTasks}}
     <h2>Images</h2>
-    <table>{{#images}}<tr><td>{{name}}</td><td><code>{{shortID}}</code></td><td>{{created}}</td><td>{{sizeText}}</td></tr>{{/images}}</table>
+    {{^images}}<p class="muted">None yet.</p>{{/images}}
+    {{#hasImages}}<table><tr><th>Name</th><th>ID</th><th>Created</th><th>Saved</th></tr>
+    {{#images}}<tr><td>{{name}}</td><td><code>{{shortID}}</code></td><td>{{created}}</td><td>{{sizeText}}</td></tr>{{/images}}</table>{{/hasImages}}
     {{/content}}{{/layout}}
     """
 
     static let images = """
     {{<layout}}{{$content}}
     <h1>Images</h1>
-    <p>{{stats.images}} images · {{logical}} saved in {{stored}} · dedup × {{ratio}}</p>
+    <p>Images: {{stats.images}} · {{logical}} saved in {{stored}} (saved ÷ stored: {{ratio}})</p>
     <table id="images"><tr><th>Name</th><th>ID</th><th>Created</th><th>Saved</th><th>Kind</th><th>Notes</th>{{#canEdit}}<th></th>{{/canEdit}}</tr>
-    {{#images}}<tr><td>{{name}}{{#protected}} 🔒{{/protected}}</td><td><code>{{shortID}}</code></td><td>{{created}}</td><td>{{sizeText}}</td>
+    {{#images}}<tr><td class="nowrap">{{name}}{{#protected}} 🔒{{/protected}}</td><td><code>{{shortID}}</code></td><td class="nowrap">{{createdShort}}</td><td class="nowrap">{{sizeText}}</td>
     <td>{{#shared}}shared{{/shared}}{{^shared}}local: {{hostName}}{{/shared}}</td><td>{{notes}}</td>
-    {{#canEdit}}<td class="actions">
+    {{#canEdit}}<td><div class="actions">
     <form method="post" action="/images/{{id}}"><input type="hidden" name="csrf" value="{{csrf}}"><input name="name" value="{{name}}" size="14"><input name="notes" value="{{notes}}" size="14" placeholder="notes">
     <label><input type="checkbox" name="shared" value="1"{{#shared}} checked{{/shared}}> shared</label><label><input type="checkbox" name="protected" value="1"{{#protected}} checked{{/protected}}> protected</label><button>Save</button></form>
     <form method="post" action="/images/{{id}}/verify"><input type="hidden" name="csrf" value="{{csrf}}"><button>Verify</button></form>
     <form method="post" action="/images/{{id}}/delete"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Delete</button></form>
-    </td>{{/canEdit}}</tr>{{/images}}
+    </div></td>{{/canEdit}}</tr>{{/images}}
     </table>
     {{/content}}{{/layout}}
     """
@@ -169,7 +175,8 @@ enum Templates {
     </div>
     <dl><dt>Image</dt><dd id="image">{{task.imageID}}</dd><dt>Partition</dt><dd>{{task.partition}}</dd><dt>Created</dt><dd>{{task.created}}</dd>
     <dt>Started</dt><dd>{{task.started}}</dd><dt>Ended</dt><dd>{{task.ended}}</dd></dl>
-    {{#showToken}}<p>Run the agent by hand: <code>lifeboat agent --server URL --token {{task.agentToken}} --disk DEVICE</code></p>{{/showToken}}
+    {{#showToken}}<p>The PC runs this task at its next network boot. To run it by hand from any Linux system on the PC:</p>
+    <pre class="command">lifeboat agent --server {{serverURL}} --token {{task.agentToken}} --disk DEVICE</pre>{{/showToken}}
     {{#canCancel}}<form method="post" action="/tasks/{{task.id}}/cancel"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Cancel</button></form>{{/canCancel}}
     <h2>Log</h2>
     <pre id="log">{{#task.log}}{{time}}  {{text}}
@@ -208,9 +215,9 @@ enum Templates {
     <h1>Users</h1>
     {{#newToken}}<p class="flash">New API token (shown once): <code id="token">{{.}}</code></p>{{/newToken}}
     <table><tr><th>Name</th><th>Role</th><th>Created</th><th></th></tr>
-    {{#users}}<tr><td>{{name}}</td><td>{{role}}</td><td>{{created}}</td><td class="actions">
+    {{#users}}<tr><td>{{name}}</td><td>{{role}}</td><td>{{created}}</td><td><div class="actions">
     <form method="post" action="/users/{{name}}/token"><input type="hidden" name="csrf" value="{{csrf}}"><button>New API token</button></form>
-    <form method="post" action="/users/{{name}}/delete"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Delete</button></form></td></tr>{{/users}}
+    <form method="post" action="/users/{{name}}/delete"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Delete</button></form></div></td></tr>{{/users}}
     </table>
     <h2>Add a user</h2>
     <form method="post" action="/users" class="row"><input type="hidden" name="csrf" value="{{csrf}}">
@@ -253,13 +260,15 @@ enum Templates {
     label { display:flex; flex-direction:column; gap:.2rem; font-size:.9rem; color:var(--muted); }
     input, select, textarea { font:inherit; padding:.35rem .5rem; border:1px solid var(--line); border-radius:4px; }
     button { font:inherit; padding:.35rem .8rem; border:0; border-radius:4px; background:var(--accent); color:#fff; cursor:pointer; }
-    button.danger { background:var(--bad); } .actions { display:flex; gap:.4rem; flex-wrap:wrap; }
+    button.danger { background:var(--bad); } .actions { display:flex; gap:.4rem; flex-wrap:wrap; align-items:center; }
     .actions form { display:flex; gap:.3rem; align-items:center; } .actions label { flex-direction:row; align-items:center; }
     .narrow { max-width:380px; margin:3rem auto; background:#fff; padding:1.5rem; border:1px solid var(--line); border-radius:6px; }
     .narrow form { display:flex; flex-direction:column; gap:.8rem; }
     .cards { display:flex; gap:1rem; flex-wrap:wrap; } .card { background:#fff; border:1px solid var(--line); border-radius:6px; padding:.8rem 1.2rem; }
     .flash { background:#e8f1fe; border:1px solid #b6d0fb; padding:.6rem .8rem; border-radius:4px; }
-    .error { color:var(--bad); } .muted { color:var(--muted); }
+    .error { color:var(--bad); } .muted { color:var(--muted); } .nowrap { white-space:nowrap; }
+    .error-box { color:var(--bad); background:#fdecea; border:1px solid #f5c2c0; padding:.6rem .8rem; border-radius:4px; margin:0 0 .8rem; }
+    .spaced { margin-top:1rem; } pre.command { white-space:pre-wrap; word-break:break-all; }
     .state-done { color:var(--ok); font-weight:600; } .state-failed { color:var(--bad); font-weight:600; }
     pre { background:#fff; border:1px solid var(--line); padding:.8rem; overflow:auto; max-height:30rem; }
     dl { display:grid; grid-template-columns:max-content 1fr; gap:.3rem 1rem; } dt { color:var(--muted); } dd { margin:0; }
@@ -284,7 +293,7 @@ enum Templates {
         var st = document.getElementById('state'); st.textContent = t.state; st.className = 'state-' + t.state;
         document.getElementById('reason').textContent = t.reason || '';
         if (t.imageID) document.getElementById('image').textContent = t.imageID;
-        if (t.state === 'done' || t.state === 'failed') { es.close(); }
+        if (t.state === 'done' || t.state === 'failed') { es.close(); setTimeout(function () { location.reload(); }, 300); }
       });
     })();
     """

@@ -61,7 +61,7 @@ final class BrowserTests: XCTestCase {
             let taskH1 = try await d.text("main h1"), state0 = try await d.text("#state")
             XCTAssert(taskH1.hasPrefix("Task #"), "task page heading, found \"\(taskH1)\"")
             XCTAssertEqual(state0, "queued")
-            let code = try await d.findAll("code")
+            let code = try await d.findAll("pre.command")
             var token: String?
             for c in code where token == nil { token = browserMatch(try await d.text(c), #"(lbk_[0-9a-f]{64})"#) }
             guard let token else {
@@ -69,7 +69,7 @@ final class BrowserTests: XCTestCase {
                 return XCTFail("the task page shows no agent token (lbk_…); page:\n\(page.prefix(3000))")
             }
             let taskPage = try await d.pageSource()
-            XCTAssert(taskPage.contains("lifeboat agent --server URL --token \(token) --disk DEVICE"), "the agent command line is shown")
+            XCTAssert(taskPage.contains("lifeboat agent --server http://127.0.0.1:\(s.port) --token \(token) --disk DEVICE"), "the agent command line is shown, with this server's address")
             try await shot(d, "03-task-queued")
 
             // A small disk: 64 MiB, MBR, one Linux partition from 1 MiB, ext4 with a few files.
@@ -110,6 +110,12 @@ final class BrowserTests: XCTestCase {
             print("BrowserTests: percents seen live: \(seenPercents.joined(separator: " → "))")
             let imageID = try await d.text("#image")
             XCTAssert(imageID.range(of: #"^[0-9a-f]{64}$"#, options: .regularExpression) != nil, "the task shows the new image's ID, found \"\(imageID)\"")
+            // When the task ends the page reloads itself: times and log filled in, no Cancel, no token.
+            _ = try await d.wait("the finished task page", timeout: 15) { () -> Bool? in
+                let cancel = try await d.findAll("form[action$='/cancel']")
+                let started = try await d.pageSource()
+                return cancel.isEmpty && !started.contains("lbk_") && started.contains("agent finished") ? true : nil
+            }
             try await shot(d, "04-task-done")
             // The agent ends by itself once the task is done.
             _ = try await d.wait("the agent to exit", timeout: 30) { agent.isRunning ? nil : true }
@@ -139,12 +145,12 @@ final class BrowserTests: XCTestCase {
             for attempt in 1 ... 6 {
                 try await d.navigate(s.url + "/login")
                 _ = try await d.waitFor("#login")
-                let stale = try await d.findAll(".flash")
+                let stale = try await d.findAll("#login-error")
                 XCTAssert(stale.isEmpty, "a fresh login page shows no message")
                 try await d.fill("#name", "admin")
                 try await d.fill("#password", "wrong password \(attempt)")
                 try await d.click("#login")
-                let flash = try await d.text(try await d.waitFor(".flash"))
+                let flash = try await d.text(try await d.waitFor("#login-error"))
                 if attempt <= 5 {
                     XCTAssertEqual(flash, "wrong user name or password", "attempt \(attempt)")
                     if attempt == 1 { try await shot(d, "06-login-wrong-password") }
@@ -160,7 +166,7 @@ final class BrowserTests: XCTestCase {
             try await d.fill("#name", "admin")
             try await d.fill("#password", Self.adminPassword)
             try await d.click("#login")
-            let flash = try await d.text(try await d.waitFor(".flash"))
+            let flash = try await d.text(try await d.waitFor("#login-error"))
             XCTAssert(flash.hasPrefix("too many failed logins"), "the right password during the window is refused too; found \"\(flash)\"")
         }
     }
