@@ -165,7 +165,8 @@ public struct RescueSettings: Equatable, Sendable {
     }
 
     /// `01-aa-bb-cc-dd-ee-ff` (pxelinux: hardware type 1 = Ethernet, then the MAC) or a bare
-    /// `aa:bb:cc:dd:ee:ff` / `aa-bb-cc-dd-ee-ff`; nil for anything else.
+    /// `aa:bb:cc:dd:ee:ff`; nil for anything else. A bare dashed MAC is refused: a truncated
+    /// `01-aa-bb-cc-dd-ee` would read as a wrong MAC.
     public static func parseBootIF(_ text: String) -> String? {
         var parts = text.split(separator: "-", omittingEmptySubsequences: false)
         if parts.count == 7 {
@@ -173,6 +174,8 @@ public struct RescueSettings: Equatable, Sendable {
             parts.removeFirst()
         } else if parts.count == 1 {
             parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        } else {
+            return nil
         }
         guard parts.count == 6 else { return nil }
         var bytes: [String] = []
