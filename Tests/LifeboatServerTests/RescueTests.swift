@@ -146,14 +146,15 @@ final class RescueTests: XCTestCase {
         let seconds = Date().timeIntervalSince(start)
         measurements.append("\(name): QEMU ran \(String(format: "%.1f", seconds)) s; since QEMU start: "
             + wanted.compactMap { w in marks[w].map { "\(w.dropFirst(10)) \(String(format: "%.1f", $0)) s" } }.joined(separator: ", "))
-        for line in text.split(separator: "\n") where line.contains("LIFEBOAT:") && line.contains("uptime") {
+        // The serial log ends lines with \r\n, one Character in Swift: split on any newline.
+        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("LIFEBOAT:") && line.contains("uptime") {
             measurements.append("  \(name) guest: \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return Boot(log: text, exited: exited, seconds: seconds, marks: marks)
     }
 
     func tail(_ text: String, _ n: Int = 40) -> String {
-        text.split(separator: "\n", omittingEmptySubsequences: false).suffix(n).joined(separator: "\n")
+        text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).suffix(n).joined(separator: "\n")
     }
 
     func task(_ id: String) -> [String: Any] {
