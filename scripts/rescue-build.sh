@@ -130,9 +130,11 @@ while read -r ko; do
     cp "$kdir/$ko" "$tree/$ko"
 done < "$order"
 cp "$order" "$tree/lib/modules/load-order"
-for f in modules.dep modules.builtin modules.order modules.alias modules.softdep; do
-    [ -e "$kdir/lib/modules/$kver/$f" ] && cp "$kdir/lib/modules/$kver/$f" "$tree/lib/modules/$kver/"
-done
+# modules.dep of just the included modules (busybox modprobe in the rescue shell uses it);
+# the full metadata files would cost 2 MB of a RAM-limited rootfs.
+awk -v pre="lib/modules/$kver/" 'NR == FNR { keep[substr($0, length(pre) + 1)] = 1; next }
+    { k = $1; sub(/:$/, "", k) } k in keep' "$order" "$kdir/lib/modules/$kver/modules.dep" > "$tree/lib/modules/$kver/modules.dep"
+cp "$kdir/lib/modules/$kver/modules.builtin" "$tree/lib/modules/$kver/"
 printf 'Lifeboat rescue system: kernel %s, agent %s, built %s\n' "$kver" \
     "$(sha256sum "$agent" | cut -c1-12)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$tree/etc/lifeboat-rescue"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$tree/etc/passwd"

@@ -43,6 +43,9 @@ struct RescueAgent: ParsableCommand {
     @Option(help: "Seconds to keep retrying while the server cannot be reached.")
     var retry = 30.0
 
+    @Option(help: "Only tell the server that the task failed, with this reason (/init uses it when an agent was killed, e.g. out of memory).")
+    var reportFailure: String?
+
     func settings() -> RescueSettings {
         var s: RescueSettings
         if let bytes = readFile(cmdline) {
@@ -77,6 +80,18 @@ struct RescueAgent: ParsableCommand {
         } catch {
             writeStderr("lifeboat-agent: lifeboat.server: \(error)\n")
             Glibc.exit(2)
+        }
+        if let reason = reportFailure {
+            let api = APIClient(url: url, token: token)
+            do {
+                try? api.agentLog([reason])
+                try api.agentFinish(ok: false, error: reason)
+                writeStderr("lifeboat-agent: the server was told: \(reason)\n")
+            } catch {
+                writeStderr("lifeboat-agent: could not tell the server (\(error)): \(reason)\n")
+                Glibc.exit(1)
+            }
+            return
         }
         var o = AgentOptions(server: url, token: token, disk: s.disk)
         o.showProgress = false

@@ -16,6 +16,8 @@ final class RescueTests: XCTestCase {
     let logs = packageRoot + "/.build/rescue-test"
     var rescue = ProcessInfo.processInfo.environment["LIFEBOAT_RESCUE_DIR"] ?? packageRoot + "/.build/rescue"
     var measurements: [String] = []
+    /// Guest RAM in MiB (LIFEBOAT_RESCUE_TEST_MEM; 256 by default, 128 is the smallest that boots).
+    let memory = ProcessInfo.processInfo.environment["LIFEBOAT_RESCUE_TEST_MEM"] ?? "256"
 
     override func setUpWithError() throws {
         guard getuid() == 0 else { throw XCTSkip("needs root: network namespace, tap device, loop device") }
@@ -125,7 +127,7 @@ final class RescueTests: XCTestCase {
         let append = "console=ttyS0,115200 panic=5 lifeboat.server=\(server!.url) lifeboat.token=\(token) "
             + "lifeboat.after=poweroff lifeboat.failwait=0 BOOTIF=01-\(mac.replacingOccurrences(of: ":", with: "-"))"
         let start = Date()
-        let p = try spawn(["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", "256", "-smp", "1",
+        let p = try spawn(["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", memory, "-smp", "1",
                            "-display", "none", "-nodefaults", "-monitor", "none", "-serial", "file:" + log, "-no-reboot",
                            "-kernel", rescue + "/vmlinuz", "-initrd", rescue + "/initrd.img", "-append", append,
                            "-netdev", "tap,id=n0,ifname=lbtap0,script=no,downscript=no",
@@ -144,7 +146,7 @@ final class RescueTests: XCTestCase {
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         for w in wanted where marks[w] == nil && text.contains(w) { marks[w] = Date().timeIntervalSince(start) }
         let seconds = Date().timeIntervalSince(start)
-        measurements.append("\(name): QEMU ran \(String(format: "%.1f", seconds)) s; since QEMU start: "
+        measurements.append("\(name) (\(memory) MiB): QEMU ran \(String(format: "%.1f", seconds)) s; since QEMU start: "
             + wanted.compactMap { w in marks[w].map { "\(w.dropFirst(10)) \(String(format: "%.1f", $0)) s" } }.joined(separator: ", "))
         // The serial log ends lines with \r\n, one Character in Swift: split on any newline.
         for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("LIFEBOAT:") && line.contains("uptime") {
