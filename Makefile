@@ -3,7 +3,7 @@ export PATH := $(PATH):/opt/swift/usr/bin
 SHELL := /bin/bash
 SWIFT ?= swift
 
-.PHONY: demo test build setup bench fuzz clean
+.PHONY: demo test build setup bench fuzz clean rescue
 
 setup:
 	@scripts/setup.sh
@@ -26,6 +26,10 @@ test: setup
 	 f=$$(grep -c 'no crash' .build/fuzz.log); \
 	 echo "$$(( $${t% *} + f )) passed, $${t#* } failed"
 
+# The rescue kernel + initramfs PCs boot into (docs/rescue.md), in .build/rescue.
+rescue: setup
+	scripts/rescue-build.sh .build/rescue
+
 # Each parser under libFuzzer for FUZZ_SECONDS (make test runs this too).
 FUZZ_SECONDS ?= 20
 fuzz:
@@ -35,4 +39,4 @@ bench: setup
 	bench/imaging.sh
 
 clean:
-	rm -rf .build demo
+	rm -rf .build .build-agent demo

@@ -7,6 +7,9 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "lifeboat", targets: ["lifeboat"]),
+        // What the rescue initramfs runs (docs/rescue.md); linked fully static, so it must
+        // never depend on LifeboatServer (Hummingbird, GRDB) or Foundation.
+        .executable(name: "lifeboat-agent", targets: ["lifeboat-agent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
@@ -46,6 +49,10 @@ let package = Package(
         // 5. Programs.
         .executableTarget(name: "lifeboat", dependencies: [
             "LifeboatEngine", "LifeboatControl", "LifeboatClient", "LifeboatServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "lifeboat-agent", dependencies: [
+            "LifeboatClient", "LifeboatEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),

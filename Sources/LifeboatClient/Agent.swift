@@ -23,6 +23,13 @@ public struct AgentOptions: Sendable {
     public var http = HTTPClient.Options()
     /// Echo log lines on standard error too.
     public var echo = true
+    /// Print a progress line (percent, bytes, MB/s) on standard error every this many
+    /// seconds: for a serial console, where the engine's redrawn `\r` line is unreadable.
+    public var consoleProgressInterval: Double? = nil
+    /// Keep retrying the first call this long while the server cannot be reached (the
+    /// rescue system starts the agent right after DHCP; a switch port may still be
+    /// learning). Answers from the server (4xx/5xx) are never retried.
+    public var startRetrySeconds = 0.0
 
     public init(server: HTTPURL, token: String, disk: String? = nil) {
         self.server = server
@@ -68,7 +75,7 @@ public final class Agent {
         let hardware = HardwareScan.scan(root: options.sysRoot)
         let task: AgentTask
         do {
-            task = try api.agentStart(hardware)
+            task = try startRetrying(hardware)
         } catch {
             // A refused start (409: the host's disk is missing) already failed the task on
             // the server; a finish is sent anyway in case the refusal came from elsewhere.
@@ -99,6 +106,21 @@ public final class Agent {
         return report
     }
 
+    private func startRetrying(_ hardware: Hardware) throws -> AgentTask {
+        let deadline = ProgressClock.now() + options.startRetrySeconds
+        while true {
+            do {
+                return try api.agentStart(hardware)
+            } catch let error as ServerError {
+                throw error
+            } catch {
+                guard ProgressClock.now() + 2 < deadline else { throw error }
+                if options.echo { writeStderr("agent: server not reachable yet (\(error)); retrying\n") }
+                usleep(2_000_000)
+            }
+        }
+    }
+
     private func work(_ task: AgentTask, hardware: Hardware) throws -> AgentReport {
         let requestedIsFile = options.disk.map { path in
             var st = stat()
@@ -110,7 +132,8 @@ public final class Agent {
                                               uploadThreads: options.uploadThreads, options: options.http)
         let watch = ProgressWatch()
         let reporter = ProgressReporter(api: APIClient(url: options.server, token: options.token, options: options.http),
-                                        watch: watch, interval: options.progressInterval)
+                                        watch: watch, interval: options.progressInterval,
+                                        console: options.consoleProgressInterval.map { (task.kind.rawValue, $0) })
         reporter.start()
         defer { reporter.stop() }
 
@@ -168,18 +191,31 @@ final class ProgressReporter: @unchecked Sendable {
     private var running = false
     private var stopping = false
 
-    init(api: APIClient, watch: ProgressWatch, interval: Double) {
+    /// Label and interval of the console progress lines, if any.
+    private let console: (label: String, interval: Double)?
+
+    init(api: APIClient, watch: ProgressWatch, interval: Double, console: (String, Double)? = nil) {
         self.api = api
         self.watch = watch
-        self.interval = interval
+        self.interval = console.map { min(interval, $0.1) } ?? interval
+        self.console = console.map { (label: $0.0, interval: $0.1) }
     }
 
     func start() {
         mutex.withLock { running = true }
         DispatchQueue(label: "lifeboat.progress").async { [self] in
             var last: (UInt64, UInt64)?
+            var lastLine = (time: ProgressClock.now(), done: UInt64(0))
             while !mutex.withLock({ stopping }) {
                 _ = wake.wait(timeout: .now() + interval)
+                if let console, let s = watch.snapshot {
+                    let t = ProgressClock.now()
+                    if t - lastLine.time >= console.interval || (s.done == s.total && lastLine.done != s.done) {
+                        writeStderr(Self.line(console.label, done: s.done, total: s.total,
+                                              rate: Double(s.done &- lastLine.done) / max(t - lastLine.time, 0.001)))
+                        lastLine = (t, s.done)
+                    }
+                }
                 if let s = watch.snapshot, last.map({ $0 != (s.done, s.total) }) ?? true {
                     last = (s.done, s.total)
                     // A lost report is only a stale progress bar; the next one corrects it.
@@ -188,6 +224,13 @@ final class ProgressReporter: @unchecked Sendable {
             }
             ended.signal()
         }
+    }
+
+    /// `agent: backup 42 % (40.3 MiB of 96.0 MiB), 12.1 MB/s`
+    static func line(_ label: String, done: UInt64, total: UInt64, rate: Double) -> String {
+        let pct = total > 0 ? Int(100 * Double(min(done, total)) / Double(total)) : 100
+        let tenths = Int((max(rate, 0) / 100_000).rounded())
+        return "agent: \(label) \(pct) % (\(formatBytes(done)) of \(formatBytes(total))), \(tenths / 10).\(tenths % 10) MB/s\n"
     }
 
     /// Stops the thread after one last report; later calls do nothing.
@@ -199,5 +242,13 @@ final class ProgressReporter: @unchecked Sendable {
         guard wasRunning else { return }
         wake.signal()
         ended.wait()
+    }
+}
+
+enum ProgressClock {
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

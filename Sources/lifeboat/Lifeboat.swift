@@ -12,7 +12,8 @@ struct Lifeboat: ParsableCommand {
         commandName: "lifeboat",
         abstract: "Network rescue server for PC fleets: back up, restore and verify disk images.",
         subcommands: [Inspect.self, Backup.self, Restore.self, Verify.self, Images.self,
-                      Serve.self, Users.self, Tokens.self, AgentCommand.self, Hosts.self, Tasks.self, Doctor.self])
+                      Serve.self, Users.self, Tokens.self, AgentCommand.self, Hosts.self, Tasks.self, Doctor.self,
+                      Rescue.self])
 
     /// Exit codes are part of the contract: 0 success, 1 failure, 2 usage error.
     static func main() {

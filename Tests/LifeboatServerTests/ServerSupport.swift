@@ -55,25 +55,36 @@ final class ServerProcess {
     private(set) var port = 0
     private(set) var setupToken: String?
     var adminToken: String?
-    var url: String { "http://127.0.0.1:\(port)" }
+    /// A network namespace the server runs in (`ip netns exec`); curl runs there too.
+    let netns: String?
+    private(set) var host = "127.0.0.1"
+    var url: String { "http://\(host):\(port)" }
 
-    init(config: String = "") throws {
+    init(config: String = "", http: String = "127.0.0.1:0", netns: String? = nil) throws {
+        self.netns = netns
         dir = try XCTUnwrap(shell("mktemp -d /tmp/lifeboat-server-test.XXXXXX").out.split(separator: "\n").first.map(String.init))
         data = dir + "/data"
         try config.write(toFile: dir + "/lifeboat.conf", atomically: true, encoding: .utf8)
         let log = dir + "/serve.log"
         FileManager.default.createFile(atPath: log, contents: nil)
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.executableURL = URL(fileURLWithPath: lifeboatBinary)
-        process.arguments = ["serve", "--data", data, "--http", "127.0.0.1:0", "--config", dir + "/lifeboat.conf"]
+        let serve = ["serve", "--data", data, "--http", http, "--config", dir + "/lifeboat.conf"]
+        if let netns {
+            process.executableURL = URL(fileURLWithPath: FileManager.default.fileExists(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
+            process.arguments = ["netns", "exec", netns, lifeboatBinary] + serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: lifeboatBinary)
+            process.arguments = serve
+        }
         process.standardOutput = h
         process.standardError = h
         try process.run()
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            if let r = text.range(of: #"serving http://127\.0\.0\.1:(\d+)/"#, options: .regularExpression) {
+            if let r = text.range(of: #"serving http://[0-9.]+:(\d+)/"#, options: .regularExpression) {
                 port = Int(text[r].split(separator: ":").last!.dropLast()) ?? 0
+                host = String(text[r].dropFirst("serving http://".count).split(separator: ":").first ?? "127.0.0.1")
                 if let t = text.range(of: #"token=[0-9a-f]+"#, options: .regularExpression) {
                     setupToken = String(text[t].dropFirst(6))
                 }
@@ -132,7 +143,7 @@ final class ServerProcess {
         if let bodyFile { args += ["--data-binary", "@" + bodyFile] }
         if let form { args += ["--data-raw", form] }
         if let cookies { args += ["-b", cookies, "-c", cookies] }
-        let r = shell("curl " + args.map(q).joined(separator: " ") + " " + q(url + path))
+        let r = shell((netns.map { "ip netns exec \(q($0)) " } ?? "") + "curl " + args.map(q).joined(separator: " ") + " " + q(url + path))
         return Self.parse(r.out)
     }
 
