@@ -21,6 +21,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var wolPort = 9
     /// Seconds between the scheduler's checks.
     public var schedulerInterval = 30
+    /// A running task whose agent has not called for this long fails.
+    public var agentTimeout = 600
 
     public init() {}
 
@@ -73,8 +75,9 @@ public struct ServerConfig: Sendable, Equatable {
             case "wol_broadcast": c.wolBroadcast = value
             case "wol_port": c.wolPort = try int(1 ... 65535)
             case "scheduler_interval": c.schedulerInterval = try int(1 ... 3600)
+            case "agent_timeout": c.agentTimeout = try int(1 ... 86400)
             default:
-                throw ConfigError("line \(i + 1): unknown setting \"\(key.prefix(40))\"; known: data, http, cookie_secure, session_hours, registration_secret, refuse_unknown_hosts, retention_keep, zstd_level, wol_broadcast, wol_port, scheduler_interval")
+                throw ConfigError("line \(i + 1): unknown setting \"\(key.prefix(40))\"; known: data, http, cookie_secure, session_hours, registration_secret, refuse_unknown_hosts, retention_keep, zstd_level, wol_broadcast, wol_port, scheduler_interval, agent_timeout")
             }
         }
         return c

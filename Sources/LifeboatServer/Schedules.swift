@@ -85,7 +85,8 @@ extension LifeboatServer {
     }
 }
 
-/// Checks the schedules every `scheduler_interval` seconds until the server stops.
+/// Every `scheduler_interval` seconds until the server stops: runs due schedules and fails
+/// running tasks whose agent went silent.
 struct Scheduler: Service {
     let server: LifeboatServer
 
@@ -94,6 +95,9 @@ struct Scheduler: Service {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await server.runDueSchedules()
+                for id in (try? await server.tasks.failSilent(after: server.config.agentTimeout)) ?? [] {
+                    await server.audit(nil, actor: "system", "task.end", "task \(id) failed: agent silent")
+                }
                 try await Task.sleep(for: .seconds(server.config.schedulerInterval))
             }
         }

@@ -17,6 +17,8 @@ final class TaskHub: @unchecked Sendable {
         var rate: Double = 0
         var lastSample: (time: Double, done: UInt64)?
         var lastSaved: Double = 0
+        /// When the agent last called; a running task silent for `agent_timeout` fails.
+        var lastContact = Date().timeIntervalSince1970
         /// Backup: the pack sink for this task's uploads, and every chunk it has been told
         /// is stored or has uploaded (pinned against garbage collection until the end).
         var sink: PackSink?
@@ -251,7 +253,26 @@ final class TaskHub: @unchecked Sendable {
     func requireRunning(_ task: TaskRecord, _ kind: TaskKind? = nil) throws -> Live {
         guard task.state == .running else { throw Fail.conflict("task \(task.id!) is \(task.state.rawValue); call start first") }
         if let kind, task.kind != kind { throw Fail.conflict("task \(task.id!) is a \(task.kind.rawValue) task, not a \(kind.rawValue)") }
-        return liveState(task.id!)
+        let l = liveState(task.id!)
+        let now = now()
+        l.lock.withLock { l.lastContact = now }
+        return l
+    }
+
+    /// Fails running tasks whose agent has not called for `seconds` (power cut, crash): a
+    /// task never stays "running" for ever.
+    func failSilent(after seconds: Int) async throws -> [Int64] {
+        let now = now()
+        let silent = lock.withLock { live.filter { _, l in l.lock.withLock { now - l.lastContact > Double(seconds) } }.map(\.key) }
+        var failed: [Int64] = []
+        for id in silent {
+            let state = try await db.read { db in try TaskRecord.fetchOne(db, key: id)?.state }
+            guard state == .running else { continue }
+            let reason = "no word from the agent for \(seconds) s (the PC lost power, hung or lost the network)"
+            _ = try await transition(id, .failed(reason: reason), log: reason)
+            failed.append(id)
+        }
+        return failed
     }
 
     func progress(_ task: TaskRecord, _ p: AgentProgress) async throws {

@@ -144,3 +144,24 @@ final class ControlPlaneTests: XCTestCase {
         open.waitUntilExit()
     }
 }
+
+final class SilentAgentTests: XCTestCase {
+    /// A PC that dies mid-task (power cut) cannot say so: its task fails after
+    /// `agent_timeout` seconds of silence instead of staying "running" for ever.
+    func testARunningTaskWhoseAgentGoesSilentFails() throws {
+        let server = try ServerProcess(config: "agent_timeout = 2\nscheduler_interval = 1\n")
+        defer { XCTAssertEqual(server.stop(), 0) }
+        server.makeHost("pc1", mac: "02:00:00:00:00:01")
+        _ = try server.startBackup(host: "pc1")
+        let deadline = Date().addingTimeInterval(20)
+        var state = ""
+        while Date() < deadline {
+            state = server.call("GET", "/api/v1/tasks/1", token: server.admin).json()["state"] as? String ?? ""
+            if state == "failed" { break }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        XCTAssertEqual(state, "failed")
+        let reason = server.call("GET", "/api/v1/tasks/1", token: server.admin).json()["reason"] as? String ?? ""
+        XCTAssert(reason.contains("no word from the agent"), reason)
+    }
+}
