@@ -24,7 +24,7 @@ public struct IPv4Address: Hashable, Comparable, Sendable, CustomStringConvertib
         guard parts.count == 4 else { return nil }
         var v: UInt32 = 0
         for p in parts {
-            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isASCII), let n = UInt8(p) else { return nil }
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }), let n = UInt8(p) else { return nil }
             v = v << 8 | UInt32(n)
         }
         value = v

@@ -58,6 +58,7 @@ public enum TFTPPacket: Equatable, Sendable {
             }
             guard !nameBytes.isEmpty else { throw FormatError(.badValue, "TFTP request with an empty filename") }
             guard let modeBytes = cursor.next() else { throw FormatError(.truncated, "TFTP request: mode without NUL") }
+            guard modeBytes.count <= 16 else { throw FormatError(.badValue, "TFTP mode of \(modeBytes.count) bytes") }
             let modeText = String(decoding: modeBytes, as: UTF8.self).lowercased()
             guard let mode = TFTPMode(rawValue: modeText) else {
                 throw FormatError(.badValue, "TFTP mode \"\(modeText.prefix(32))\", expected octet, netascii or mail")
@@ -80,6 +81,7 @@ public enum TFTPPacket: Equatable, Sendable {
             guard bytes.count >= 4 else { throw FormatError(.truncated, "TFTP ERROR of \(bytes.count) bytes, no code") }
             cursor.at = 4
             guard let text = cursor.next() else { throw FormatError(.truncated, "TFTP ERROR message without NUL") }
+            guard text.count <= maxStringLength else { throw FormatError(.tooMany, "TFTP ERROR message of \(text.count) bytes") }
             return .error(code: UInt16(bytes[2]) << 8 | UInt16(bytes[3]), message: String(decoding: text, as: UTF8.self))
         case 6:
             return .optionAck(try parseOptions(&cursor))
@@ -95,6 +97,9 @@ public enum TFTPPacket: Equatable, Sendable {
             // Some clients end the request with extra NULs; an empty name ends the list.
             if name.isEmpty { if cursor.restIsZero { break } else { throw FormatError(.badValue, "TFTP empty option name") } }
             guard let value = cursor.next() else { throw FormatError(.truncated, "TFTP option without a value") }
+            guard name.count <= maxStringLength, value.count <= maxStringLength else {
+                throw FormatError(.tooMany, "TFTP option of \(name.count)+\(value.count) bytes, at most \(maxStringLength) each")
+            }
             guard options.count < maxOptions else { throw FormatError(.tooMany, "more than \(maxOptions) TFTP options") }
             let key = String(decoding: name, as: UTF8.self).lowercased()
             guard !options.contains(where: { $0.name == key }) else {
@@ -133,8 +138,7 @@ public enum TFTPPacket: Equatable, Sendable {
     public static func dataHeader(block: UInt16) -> [UInt8] { [0, 3, UInt8(block >> 8), UInt8(block & 0xFF)] }
 }
 
-/// Reads NUL-terminated strings; `next()` returns nil when the NUL is missing or a string is
-/// longer than the cap.
+/// Reads NUL-terminated strings; `next()` returns nil when the NUL is missing.
 struct StringCursor {
     let bytes: [UInt8]
     var at: Int
@@ -144,7 +148,7 @@ struct StringCursor {
 
     mutating func next() -> [UInt8]? {
         guard at < bytes.count else { return nil }
-        guard let end = bytes[at...].firstIndex(of: 0), end - at <= TFTPPacket.maxStringLength else { return nil }
+        guard let end = bytes[at...].firstIndex(of: 0) else { return nil }
         let s = Array(bytes[at ..< end])
         at = end + 1
         return s
