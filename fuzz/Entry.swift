@@ -17,7 +17,15 @@ let targets: [String: (MemorySource) -> Void] = [
     "btrfs": { fuzzFilesystem(Btrfs.self, $0) },
     "ntfs": { fuzzFilesystem(Ntfs.self, $0) },
     "xfs": { fuzzFilesystem(Xfs.self, $0) },
+    "dhcp": { fuzzDatagram($0) { if let m = try? DHCPMessage.parse($0) { _ = (m.isIPXE, m.clientArchitecture, m.serialize()) } } },
+    "tftp": { fuzzDatagram($0) { if let p = try? TFTPPacket.parse($0) { _ = p.serialize() } } },
 ]
+
+/// Wire formats: the whole input is one datagram (at most 64 KiB, as UDP allows).
+func fuzzDatagram(_ input: MemorySource, _ body: ([UInt8]) -> Void) {
+    guard input.size <= 65535, let bytes = try? input.read(at: 0, count: Int(input.size)) else { return }
+    body(bytes)
+}
 
 let selected: (MemorySource) -> Void = {
     let name = getenv("FUZZ_TARGET").map { String(cString: $0) } ?? ""

@@ -40,6 +40,29 @@ ntfs)
 xfs)
     mkfs.xfs -q -f "$(img xfs 300M)" >/dev/null 2>&1
     ;;
+dhcp)
+    # A PXE DISCOVER (arch 0, GUID) and an iPXE REQUEST (user class, option 175), as sent.
+    python3 - "$dir" <<'PY'
+import struct, sys
+def msg(mtype, opts):
+    h = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 0x12345678, 0, 0x8000, bytes(4), bytes(4), bytes(4), bytes(4),
+                    bytes([0x52, 0x54, 0, 0x77, 0, 1]) + bytes(10), bytes(64), bytes(128))
+    o = bytes([99, 130, 83, 99, 53, 1, mtype])
+    for code, val in opts: o += bytes([code, len(val)]) + val
+    return h + o + bytes([255])
+open(sys.argv[1] + "/pxe-discover", "wb").write(msg(1, [(60, b"PXEClient:Arch:00000:UNDI:002001"), (93, bytes(2)),
+    (94, bytes([1, 2, 1])), (97, bytes(17)), (55, bytes([1, 3, 43, 60, 66, 67]))]))
+open(sys.argv[1] + "/ipxe-request", "wb").write(msg(3, [(60, b"PXEClient:Arch:00007:UNDI:003016"), (77, b"iPXE"),
+    (175, bytes([0xb1, 5, 1, 0x10, 0xec, 0x81, 0x39])), (50, bytes([10, 77, 0, 100])), (54, bytes([10, 77, 0, 1]))]))
+PY
+    ;;
+tftp)
+    printf '\0\001undionly.kpxe\0octet\0blksize\0001468\0tsize\0000\0windowsize\08\0' > "$dir/rrq"
+    printf '\0\002upload\0netascii\0' > "$dir/wrq"
+    printf '\0\004\377\377' > "$dir/ack"
+    printf '\0\005\0\001File not found\0' > "$dir/error"
+    printf '\0\006blksize\0001468\0' > "$dir/oack"
+    ;;
 *)
     echo "no seeds for $target" >&2; exit 1
     ;;
