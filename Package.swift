@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // 1. Formats: pure parsers over a BlockSource; no I/O of their own.
@@ -38,9 +40,15 @@ let package = Package(
         // Client side of the HTTP API: a small blocking HTTP/1.1 client (no Foundation
         // networking, so the agent can be linked statically), the REST client, the agent.
         .target(name: "LifeboatClient", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatControl"]),
+        // 4. Services: network boot (ProxyDHCP/DHCP, TFTP) on POSIX sockets, as Services.
+        .target(name: "LifeboatBoot", dependencies: [
+            "LifeboatFormats", "LifeboatIO",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // 4. Services: the server (database, HTTP app, web UI, agent API, scheduler).
         .target(name: "LifeboatServer", dependencies: [
-            "LifeboatEngine", "LifeboatControl",
+            "LifeboatEngine", "LifeboatControl", "LifeboatBoot",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
             .product(name: "Mustache", package: "swift-mustache"),
@@ -48,12 +56,18 @@ let package = Package(
         ]),
         // 5. Programs.
         .executableTarget(name: "lifeboat", dependencies: [
-            "LifeboatEngine", "LifeboatControl", "LifeboatClient", "LifeboatServer",
+            "LifeboatEngine", "LifeboatControl", "LifeboatClient", "LifeboatServer", "LifeboatBoot",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "lifeboat-agent", dependencies: [
             "LifeboatClient", "LifeboatEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Test-only: the boot services alone, for network tests and bench/tftp.sh in a netns.
+        .executableTarget(name: "lifeboat-boot-test-server", dependencies: [
+            "LifeboatBoot", "LifeboatFormats", "LifeboatIO",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
@@ -64,6 +78,7 @@ let package = Package(
         .testTarget(name: "LifeboatClientTests", dependencies: [
             "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
         ]),
+        .testTarget(name: "LifeboatBootTests", dependencies: ["LifeboatBoot", "LifeboatFormats", "LifeboatIO"]),
         .testTarget(name: "LifeboatServerTests", dependencies: [
             "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO", "TestKit",
         ]),

@@ -1,4 +1,6 @@
 import Foundation
+import LifeboatBoot
+import LifeboatFormats
 
 /// The server's settings: defaults, overridden by the config file (docs/config.md), then by
 /// command-line options. Every value has a safe default, so no file is needed.
@@ -23,6 +25,12 @@ public struct ServerConfig: Sendable, Equatable {
     public var schedulerInterval = 30
     /// A running task whose agent has not called for this long fails.
     public var agentTimeout = 600
+    /// Network boot: the interface PCs boot on (none: HTTP only), DHCP mode and pool, and
+    /// the directory of iPXE binaries served by TFTP.
+    public var bootInterface: String?
+    public var dhcpMode: DHCPMode = .off
+    public var dhcpRange: String?
+    public var tftpRoot = "/usr/lib/ipxe"
 
     public init() {}
 
@@ -76,9 +84,40 @@ public struct ServerConfig: Sendable, Equatable {
             case "wol_port": c.wolPort = try int(1 ... 65535)
             case "scheduler_interval": c.schedulerInterval = try int(1 ... 3600)
             case "agent_timeout": c.agentTimeout = try int(1 ... 86400)
+            case "interface": c.bootInterface = value.isEmpty ? nil : value
+            case "dhcp":
+                guard let m = DHCPMode(rawValue: value) else {
+                    throw ConfigError("line \(i + 1): dhcp must be off, proxy or full, found \"\(value.prefix(40))\"")
+                }
+                c.dhcpMode = m
+            case "dhcp_range": c.dhcpRange = value
+            case "tftp_root": c.tftpRoot = value
             default:
-                throw ConfigError("line \(i + 1): unknown setting \"\(key.prefix(40))\"; known: data, http, cookie_secure, session_hours, registration_secret, refuse_unknown_hosts, retention_keep, zstd_level, wol_broadcast, wol_port, scheduler_interval, agent_timeout")
+                throw ConfigError("line \(i + 1): unknown setting \"\(key.prefix(40))\"; known: data, http, cookie_secure, session_hours, registration_secret, refuse_unknown_hosts, retention_keep, zstd_level, wol_broadcast, wol_port, scheduler_interval, agent_timeout, interface, dhcp, dhcp_range, tftp_root")
             }
+        }
+        return c
+    }
+
+    /// The boot services' configuration, checked against the interface: nil without an
+    /// interface (HTTP only).
+    public func bootConfiguration() throws -> BootConfiguration? {
+        guard let iface = bootInterface else {
+            if dhcpMode != .off { throw ConfigError("--dhcp \(dhcpMode.rawValue) needs --interface, the interface PCs boot on") }
+            return nil
+        }
+        var range: ClosedRange<IPv4Address>?
+        if let text = dhcpRange {
+            guard let r = BootConfiguration.parseRange(text) else {
+                throw ConfigError("DHCP range must be FROM-TO with FROM ≤ TO (e.g. 10.0.0.100-10.0.0.199), found \"\(text.prefix(80))\"")
+            }
+            range = r
+        }
+        let c = BootConfiguration(interface: iface, httpPort: httpPort, dhcpMode: dhcpMode, dhcpRange: range, tftpRoot: tftpRoot)
+        do {
+            _ = try c.resolveAddress()
+        } catch {
+            throw ConfigError("\(error)")
         }
         return c
     }

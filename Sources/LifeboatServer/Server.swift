@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Hummingbird
+import LifeboatBoot
 import LifeboatControl
 import LifeboatIO
 import LifeboatStore
@@ -77,8 +78,14 @@ public final class LifeboatServer: Sendable {
         // Our own group, so that on SIGTERM our services stop first (a group stops its
         // services in reverse order): the watch ends open event streams, and only then does
         // the HTTP server wait for its connections to close.
+        var boot: [any Service] = []
+        if let bc = try config.bootConfiguration() {
+            // Bound here, before anything runs, so a port in use stops the start with its reason.
+            boot = [try TFTPService(configuration: bc, logger: logger), try DHCPService(configuration: bc, logger: logger)]
+            log.write("boot services on \(bc.interface): DHCP \(bc.dhcpMode.rawValue), TFTP from \(bc.tftpRoot)")
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [app, Scheduler(server: self), ShutdownWatch(stopping: stopping)],
+            services: [app] + boot + [Scheduler(server: self), ShutdownWatch(stopping: stopping)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         log.write("stopped")

@@ -4,6 +4,7 @@ import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
+import LifeboatBoot
 import LifeboatIO
 import LifeboatServer
 
@@ -19,6 +20,15 @@ struct Serve: ParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT (default 0.0.0.0:8080).")
     var http: String?
 
+    @Option(help: "The interface PCs network-boot on; turns on TFTP (and DHCP with --dhcp).")
+    var interface: String?
+
+    @Option(help: "off (the site's DHCP server points PCs here), proxy (answer PXE clients only, beside the site's DHCP server) or full (a DHCP server for an isolated imaging network; needs --dhcp-range).")
+    var dhcp: String?
+
+    @Option(name: .customLong("dhcp-range"), help: "The address pool of --dhcp full, FROM-TO.")
+    var dhcpRange: String?
+
     func run() throws {
         var c = ServerConfig()
         if let config {
@@ -27,6 +37,13 @@ struct Serve: ParsableCommand {
         }
         if let d = data.data { c.data = d }
         if let http { (c.httpHost, c.httpPort) = try failing { try ServerConfig.parseAddress(http) } }
+        if let interface { c.bootInterface = interface }
+        if let dhcp {
+            guard let m = DHCPMode(rawValue: dhcp) else { throw ValidationError("--dhcp must be off, proxy or full, found \(dhcp)") }
+            c.dhcpMode = m
+        }
+        if let dhcpRange { c.dhcpRange = dhcpRange }
+        _ = try failing { try c.bootConfiguration() }
         let server = try failing { try LifeboatServer(config: c) }
         let cfg = c
         try runAsync {
