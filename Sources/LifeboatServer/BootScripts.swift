@@ -44,7 +44,9 @@ extension LifeboatServer {
     }
 
     /// iPXE sends `${net0/mac}` as aa:bb:…; also accept hyphens and a bare 12-digit form.
-    static func macFromURL(_ s: String) -> String {
+    static func macFromURL(_ raw: String) -> String {
+        // iPXE percent-encodes the colons of ${net0/mac} in the path.
+        let s = raw.removingPercentEncoding ?? raw
         let hex = s.filter(\.isHexDigit)
         guard hex.count == 12, s.count <= 17 else { return s }
         return stride(from: 0, to: 12, by: 2).map { i -> String in

@@ -22,6 +22,8 @@ final class BootScriptTests: XCTestCase {
         XCTAssertEqual(server.call("GET", "/api/v1/hosts/pc1", token: server.admin).json()["macs"] as? [String], ["52:54:00:aa:bb:01"])
         // Known, nothing to do: local disk, no token.
         let idle = server.call("GET", "/boot/525400aabb01")
+        // iPXE sends the MAC of ${net0/mac} percent-encoded.
+        XCTAssertEqual(server.call("GET", "/boot/52%3A54%3A00%3Aaa%3Abb%3A01").body, idle.body)
         XCTAssert(idle.body.contains("--default local"), idle.body)
         XCTAssertFalse(idle.body.contains("lbk_"))
         // A queued task: its entry is the default, with the token and the MAC that booted;
