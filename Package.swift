@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // 1. Formats: pure parsers over a BlockSource; no I/O of their own.
@@ -35,6 +37,18 @@ let package = Package(
         // Client side of the HTTP API: a small blocking HTTP/1.1 client (no Foundation
         // networking, so the agent can be linked statically), the REST client, the agent.
         .target(name: "LifeboatClient", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatControl"]),
+        // 4. Services: boot services (ProxyDHCP/full DHCP, TFTP) on POSIX sockets, as Services.
+        .target(name: "LifeboatBoot", dependencies: [
+            "LifeboatFormats", "LifeboatIO",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Test-only: the boot services from the command line, for netns tests and bench/tftp.sh.
+        .executableTarget(name: "lifeboat-boot-test-server", dependencies: [
+            "LifeboatBoot", "LifeboatFormats", "LifeboatIO",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // 4. Services: the server (database, HTTP app, web UI, agent API, scheduler).
         .target(name: "LifeboatServer", dependencies: [
             "LifeboatEngine", "LifeboatControl",
@@ -50,6 +64,7 @@ let package = Package(
         ]),
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
+        .testTarget(name: "LifeboatBootTests", dependencies: ["LifeboatBoot", "LifeboatFormats", "LifeboatIO"]),
         .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatFormats"]),
         // Helpers shared by test targets (a UDP receiver for Wake-on-LAN packets).
         .target(name: "TestKit", path: "Tests/TestKit"),

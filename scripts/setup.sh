@@ -5,9 +5,11 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 # Build: libzstd (the store's compressor). Tests and demo: the real tools are the oracles
-# (mkfs/fsck of every filesystem we read; user-mode-linux mounts what the host kernel cannot).
+# (mkfs/fsck of every filesystem we read; user-mode-linux mounts what the host kernel cannot;
+# atftp, tftp-hpa, curl and busybox udhcpc/udhcpd judge the boot services, tftpd-hpa is the bench's yardstick).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
-         dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux; do
+         dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
+         atftp tftp-hpa tftpd-hpa curl busybox iproute2 python3 bc; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
