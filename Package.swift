@@ -71,6 +71,7 @@ let package = Package(
         ]),
         .testTarget(name: "LifeboatFormatsTests", dependencies: ["LifeboatFormats"]),
         .testTarget(name: "LifeboatStoreTests", dependencies: ["LifeboatStore"]),
+        .testTarget(name: "LifeboatBootTests", dependencies: ["LifeboatBoot", "LifeboatFormats", "LifeboatIO"]),
         .testTarget(name: "LifeboatEngineTests", dependencies: ["LifeboatEngine", "LifeboatStore", "LifeboatIO", "LifeboatFormats"]),
         // Helpers shared by test targets (a UDP receiver for Wake-on-LAN packets).
         .target(name: "TestKit", path: "Tests/TestKit"),
@@ -78,7 +79,6 @@ let package = Package(
         .testTarget(name: "LifeboatClientTests", dependencies: [
             "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO",
         ]),
-        .testTarget(name: "LifeboatBootTests", dependencies: ["LifeboatBoot", "LifeboatFormats", "LifeboatIO"]),
         .testTarget(name: "LifeboatServerTests", dependencies: [
             "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO", "TestKit",
         ]),

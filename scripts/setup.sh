@@ -6,14 +6,16 @@ need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 # Build: libzstd (the store's compressor). Tests and demo: the real tools are the oracles
 # (mkfs/fsck of every filesystem we read; user-mode-linux mounts what the host kernel cannot;
-# headless Chromium + chromedriver judge the web UI; python3 runs bench/server_load.py).
-# Network boot: ipxe (the binaries PCs fetch). Rescue system (scripts/rescue-build.sh) and its
-# QEMU test: busybox-static, cpio, kmod (depmod/modprobe on the downloaded kernel),
-# qemu-system-x86, iproute2 (netns, bridge, tap).
+# headless Chromium + chromedriver judge the web UI; python3 runs bench/server_load.py;
+# atftp, tftp-hpa, curl and busybox udhcpc/udhcpd judge the boot services, tftpd-hpa is the
+# bench's yardstick). Network boot: ipxe (the binaries PCs fetch). Rescue system
+# (scripts/rescue-build.sh) and its QEMU tests: busybox-static (also the udhcpc/udhcpd above;
+# it conflicts with Debian's busybox), cpio, kmod (depmod/modprobe on the downloaded kernel),
+# qemu-system-x86, ovmf (UEFI PCs), iproute2 (netns, bridge, tap).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
-         ipxe curl chromium chromium-driver python3 \
-         busybox-static cpio kmod qemu-system-x86 iproute2; do
+         ipxe curl chromium chromium-driver python3 atftp tftp-hpa tftpd-hpa bc \
+         busybox-static cpio kmod qemu-system-x86 ovmf iproute2; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -30,7 +30,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var bootInterface: String?
     public var dhcpMode: DHCPMode = .off
     public var dhcpRange: String?
-    public var tftpRoot = "/usr/lib/ipxe"
+    /// nil: DATA/tftp, filled with Debian's iPXE binaries at start (docs/boot.md).
+    public var tftpRoot: String?
 
     public init() {}
 
@@ -39,6 +40,7 @@ public struct ServerConfig: Sendable, Equatable {
     public var logPath: String { data + "/logs" }
     /// The rescue kernel and initramfs served to PCs (`lifeboat rescue build DIR`).
     public var rescuePath: String { data + "/rescue" }
+    public var defaultTFTPRoot: String { data + "/tftp" }
 
     /// Parses `key = value` lines; `#` starts a comment. Unknown keys and bad values are
     /// errors naming the line, so a typo never silently falls back to a default.
@@ -113,7 +115,8 @@ public struct ServerConfig: Sendable, Equatable {
             }
             range = r
         }
-        let c = BootConfiguration(interface: iface, httpPort: httpPort, dhcpMode: dhcpMode, dhcpRange: range, tftpRoot: tftpRoot)
+        let c = BootConfiguration(interface: iface, httpPort: httpPort, dhcpMode: dhcpMode, dhcpRange: range,
+                                  tftpRoot: tftpRoot ?? defaultTFTPRoot)
         do {
             _ = try c.resolveAddress()
         } catch {

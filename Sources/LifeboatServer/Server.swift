@@ -80,6 +80,7 @@ public final class LifeboatServer: Sendable {
         // the HTTP server wait for its connections to close.
         var boot: [any Service] = []
         if let bc = try config.bootConfiguration() {
+            if config.tftpRoot == nil { try Self.fillTFTPRoot(bc.tftpRoot) }
             // Bound here, before anything runs, so a port in use stops the start with its reason.
             boot = [try TFTPService(configuration: bc, logger: logger), try DHCPService(configuration: bc, logger: logger)]
             log.write("boot services on \(bc.interface): DHCP \(bc.dhcpMode.rawValue), TFTP from \(bc.tftpRoot)")
@@ -89,6 +90,22 @@ public final class LifeboatServer: Sendable {
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         log.write("stopped")
+    }
+
+    /// Copies Debian's iPXE binaries into our TFTP root. Copies, not links: Debian's
+    /// ipxe.efi is a symlink to /boot, which the TFTP root confinement rightly refuses.
+    static func fillTFTPRoot(_ root: String) throws {
+        try FS.makeDirectories(root)
+        for name in ipxeFiles {
+            let src = ipxeDirectory + "/" + name
+            guard let data = FileManager.default.contents(atPath: src) else {
+                throw ConfigError("\(src) is missing: install Debian's ipxe package (apt-get install ipxe)")
+            }
+            let dst = root + "/" + name
+            if FileManager.default.contents(atPath: dst) != data {
+                try FS.writeAtomically(Array(data), to: dst, tmpDirectory: root)
+            }
+        }
     }
 
     // MARK: audit
