@@ -46,7 +46,7 @@ public enum HardwareScan {
 
     /// A sysfs attribute, trimmed; nil when missing, unreadable, empty or not text.
     static func read(_ path: String) -> String? {
-        guard let bytes = readSmall(path, limit: 4096) else { return nil }
+        guard let bytes = FS.readUntilEnd(path, limit: 4096) else { return nil }
         let text = String(decoding: bytes, as: UTF8.self)
         let trimmed = text.trimmingCharacters(in: " \t\r\n\0")
         guard !trimmed.isEmpty, trimmed.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F }) else {
@@ -54,24 +54,6 @@ public enum HardwareScan {
         }
         return trimmed
     }
-}
-
-/// Reads a file up to `limit` bytes by reading until end of file: sysfs attributes report
-/// a size of 4096 whatever they hold, so the size cannot be trusted.
-func readSmall(_ path: String, limit: Int) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var out: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while out.count < limit {
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n < 0 { return nil }
-        if n == 0 { break }
-        out += buffer[0 ..< n]
-    }
-    return Array(out.prefix(limit))
 }
 
 /// Which disk a task works on. Disks are chosen by stable identity, never by probe order

@@ -188,6 +188,24 @@ public enum FS {
         return try f.read(at: 0, count: Int(f.size))
     }
 
+    /// Reads up to `limit` bytes until end of file, for /proc and /sys files whose reported
+    /// size means nothing (0, or 4096 whatever they hold). nil when it cannot be read.
+    public static func readUntilEnd(_ path: String, limit: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while out.count < limit {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            out += buffer[0 ..< n]
+        }
+        return Array(out.prefix(limit))
+    }
+
     /// Writes a file durably under a temporary name, then renames it into place and syncs
     /// the directory: readers see the old file or the whole new one, never a torn one.
     public static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDirectory: String) throws {

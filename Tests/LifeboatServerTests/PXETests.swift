@@ -53,6 +53,11 @@ final class PXETests: VMTestCase {
         // The next boot has nothing to do: the script sends the PC to its disk.
         XCTAssert(server.call("GET", "/boot/\(mac)").body.contains("--default local"))
         measurements.append("BIOS PXE → backup done: \(String(format: "%.1f", run.seconds)) s of QEMU")
+        // lifeboat doctor, from the server's own namespace: every check passes, the
+        // boot ones included (ports bound, TFTP fetch of the boot file from itself).
+        let doctor = shell("ip netns exec \(ns) \(q(lifeboatBinary)) doctor --data \(q(server.data)) --server \(server.url) --interface lbbr0")
+        XCTAssertEqual(doctor.status, 0, doctor.out)
+        XCTAssert(doctor.out.contains("ok   TFTP: fetched undionly.kpxe"), doctor.out)
     }
 
     /// 2. A UEFI PC with a blank disk: OVMF's own PXE client (no iPXE ROM) gets ipxe.efi
