@@ -83,6 +83,15 @@ public final class LifeboatServer: Sendable {
             if config.tftpRoot == nil { try Self.fillTFTPRoot(bc.tftpRoot) }
             // Bound here, before anything runs, so a port in use stops the start with its reason.
             boot = [try TFTPService(configuration: bc, logger: logger), try DHCPService(configuration: bc, logger: logger)]
+            if bc.dhcpMode == .full {
+                // An isolated imaging network has no IPv6 router; without an advertisement
+                // iPXE waits ~15 s at every start. Not fatal if it cannot run.
+                do {
+                    boot.append(try RouterAdvertisementService(interface: bc.interface, logger: logger))
+                } catch {
+                    log.write("no IPv6 router advertisements on \(bc.interface): \(error)")
+                }
+            }
             log.write("boot services on \(bc.interface): DHCP \(bc.dhcpMode.rawValue), TFTP from \(bc.tftpRoot)")
         }
         let group = ServiceGroup(configuration: .init(
