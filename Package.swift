@@ -81,6 +81,7 @@ let package = Package(
         ]),
         .testTarget(name: "LifeboatServerTests", dependencies: [
             "LifeboatServer", "LifeboatClient", "LifeboatControl", "LifeboatEngine", "LifeboatStore", "LifeboatIO", "TestKit",
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
     ]
 )

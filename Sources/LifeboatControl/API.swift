@@ -57,7 +57,7 @@ public struct Hardware: Codable, Sendable, Equatable {
     }
 }
 
-public enum BootAction: String, Codable, Sendable, CaseIterable {
+public enum BootAction: String, Codable, Sendable, CaseIterable, NamedChoice {
     case local, menu
 }
 
@@ -172,8 +172,13 @@ public struct StoreStats: Codable, Sendable, Equatable {
     }
 }
 
-public enum TaskKind: String, Codable, Sendable, CaseIterable {
+public enum TaskKind: String, Codable, Sendable, CaseIterable, NamedChoice {
     case backup, restore
+}
+
+/// What the PC does when its task has ended (the rescue system's lifeboat.after=).
+public enum TaskAfter: String, Codable, Sendable, CaseIterable, NamedChoice {
+    case reboot, poweroff
 }
 
 public struct TaskInput: Codable, Sendable, Equatable {
@@ -182,12 +187,16 @@ public struct TaskInput: Codable, Sendable, Equatable {
     public var image: String?
     public var partition: Int?
     public var name: String?
-    public init(kind: TaskKind, host: String, image: String? = nil, partition: Int? = nil, name: String? = nil) {
+    /// nil: reboot.
+    public var after: TaskAfter?
+    public init(kind: TaskKind, host: String, image: String? = nil, partition: Int? = nil, name: String? = nil,
+                after: TaskAfter? = nil) {
         self.kind = kind
         self.host = host
         self.image = image
         self.partition = partition
         self.name = name
+        self.after = after
     }
 }
 
@@ -223,6 +232,7 @@ public struct TaskDTO: Codable, Sendable, Equatable {
     public var imageID: String?
     public var partition: Int?
     public var name: String?
+    public var after: TaskAfter
     public var created: String
     public var started: String?
     public var ended: String?
@@ -230,8 +240,8 @@ public struct TaskDTO: Codable, Sendable, Equatable {
     public var agentToken: String?
     public var log: [LogLine]?
     public init(id: Int64, kind: TaskKind, hostID: Int64, hostName: String, state: TaskState, reason: String?,
-                imageID: String?, partition: Int?, name: String?, created: String, started: String?, ended: String?,
-                progress: TaskProgress, agentToken: String?, log: [LogLine]?) {
+                imageID: String?, partition: Int?, name: String?, after: TaskAfter = .reboot, created: String,
+                started: String?, ended: String?, progress: TaskProgress, agentToken: String?, log: [LogLine]?) {
         self.id = id
         self.kind = kind
         self.hostID = hostID
@@ -241,6 +251,7 @@ public struct TaskDTO: Codable, Sendable, Equatable {
         self.imageID = imageID
         self.partition = partition
         self.name = name
+        self.after = after
         self.created = created
         self.started = started
         self.ended = ended
@@ -256,12 +267,15 @@ public struct ScheduleInput: Codable, Sendable, Equatable {
     public var kind: TaskKind
     public var group: String
     public var wake: Bool
-    public init(name: String, cron: String, kind: TaskKind = .backup, group: String, wake: Bool = true) {
+    /// nil: reboot.
+    public var after: TaskAfter?
+    public init(name: String, cron: String, kind: TaskKind = .backup, group: String, wake: Bool = true, after: TaskAfter? = nil) {
         self.name = name
         self.cron = cron
         self.kind = kind
         self.group = group
         self.wake = wake
+        self.after = after
     }
 }
 
@@ -272,9 +286,10 @@ public struct ScheduleDTO: Codable, Sendable, Equatable {
     public var kind: TaskKind
     public var group: String
     public var wake: Bool
+    public var after: TaskAfter
     public var lastRun: String?
     public var nextRun: String?
-    public init(id: Int64, name: String, cron: String, kind: TaskKind, group: String, wake: Bool,
+    public init(id: Int64, name: String, cron: String, kind: TaskKind, group: String, wake: Bool, after: TaskAfter = .reboot,
                 lastRun: String?, nextRun: String?) {
         self.id = id
         self.name = name
@@ -282,6 +297,7 @@ public struct ScheduleDTO: Codable, Sendable, Equatable {
         self.kind = kind
         self.group = group
         self.wake = wake
+        self.after = after
         self.lastRun = lastRun
         self.nextRun = nextRun
     }
@@ -302,7 +318,7 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     }
 }
 
-public enum Role: String, Codable, Sendable, CaseIterable, Comparable {
+public enum Role: String, Codable, Sendable, CaseIterable, Comparable, NamedChoice {
     case viewer, operator_ = "operator", admin
 
     var rank: Int {
@@ -430,4 +446,20 @@ public struct Registration: Codable, Sendable, Equatable {
 public enum ChunkHeaders {
     public static let codec = "Lifeboat-Codec"
     public static let rawLength = "Lifeboat-Raw-Length"
+}
+
+/// A string enum whose decoding error names the choices and what was found, so a
+/// client's 400 says "expected one of reboot, poweroff, found \"explode\"".
+public protocol NamedChoice: RawRepresentable<String>, CaseIterable, Decodable {}
+
+extension NamedChoice {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        let raw = try c.decode(String.self)
+        guard let value = Self(rawValue: raw) else {
+            let choices = Self.allCases.map(\.rawValue).joined(separator: ", ")
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "expected one of \(choices), found \"\(raw.prefix(40))\"")
+        }
+        self = value
+    }
 }

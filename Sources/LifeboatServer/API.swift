@@ -76,7 +76,7 @@ extension LifeboatServer {
                                                 token: call.user!.role >= .operator_))
         }
         r.add(.post, "/api/v1/tasks", .user(.operator_)) { [tasks, self] call in
-            let input = try call.json(TaskInput.self, fields: ["kind", "host", "image", "partition", "name"])
+            let input = try call.json(TaskInput.self, fields: ["kind", "host", "image", "partition", "name", "after"])
             let t = try await tasks.create(input, by: call.user!.name)
             await audit(call, "task.create", "task \(t.id!) \(t.kind.rawValue) for host \(input.host)")
             return try Reply.json(try await tasks.get(t.id!, token: true), status: .created)
@@ -114,7 +114,7 @@ extension LifeboatServer {
         // Schedules
         r.add(.get, "/api/v1/schedules", .user(.viewer)) { [self] _ in try Reply.json(try await schedules()) }
         r.add(.post, "/api/v1/schedules", .user(.operator_)) { [self] call in
-            let input = try call.json(ScheduleInput.self, fields: ["name", "cron", "kind", "group", "wake"])
+            let input = try call.json(ScheduleInput.self, fields: ["name", "cron", "kind", "group", "wake", "after"])
             let s = try await addSchedule(input)
             await audit(call, "schedule.create", "\(s.name) \(s.cron)")
             return try Reply.json(s, status: .created)

@@ -96,7 +96,7 @@ extension LifeboatServer {
                 }
                 let what = t.kind == .backup ? "back up this PC" : "restore image \(t.imageID?.prefix(12) ?? "?")\(t.partition.map { " (partition \($0))" } ?? "")"
                 items.append(("task", "Task \(t.id!): \(what)",
-                              Self.rescue(base: base, args: "lifeboat.server=\(base) lifeboat.token=\(t.token) lifeboat.after=reboot \(bootif)")))
+                              Self.rescue(base: base, args: "lifeboat.server=\(base) lifeboat.token=\(t.token) lifeboat.after=\(t.after.rawValue) \(bootif)")))
                 defaultItem = "task"
             }
         }

@@ -87,6 +87,7 @@ struct TaskRecord: Codable, FetchableRecord, MutablePersistableRecord, Sendable 
     var imageID: String?
     var partition: Int?
     var name: String?
+    var after: TaskAfter
     var token: String
     var createdBy: String
     var created: Date
@@ -119,6 +120,7 @@ struct ScheduleRecord: Codable, FetchableRecord, MutablePersistableRecord, Senda
     var kind: TaskKind
     var groupName: String
     var wake: Bool
+    var after: TaskAfter
     var lastRun: Date?
     var created: Date
 
@@ -238,6 +240,11 @@ enum Schema {
                 t.primaryKey("key", .text)
                 t.column("value", .text).notNull()
             }
+        }
+        // Migrations are append-only: a database made by v1 gets these on its next start.
+        m.registerMigration("v2: what the PC does after its task") { db in
+            try db.alter(table: "task") { t in t.add(column: "after", .text).notNull().defaults(to: TaskAfter.reboot.rawValue) }
+            try db.alter(table: "schedule") { t in t.add(column: "after", .text).notNull().defaults(to: TaskAfter.reboot.rawValue) }
         }
         return m
     }

@@ -38,6 +38,15 @@ enum Pages {
         if state == .done { return "100 %" }
         return p.total == 0 ? "0 %" : "\(min(100, p.done * 100 / p.total)) %"
     }
+
+    /// A form's "after" field; absent or empty means reboot.
+    static func after(_ value: String?) throws -> TaskAfter? {
+        guard let value, !value.isEmpty else { return nil }
+        guard let a = TaskAfter(rawValue: value) else {
+            throw Fail.bad("after must be reboot or poweroff, found \"\(value.prefix(20))\"")
+        }
+        return a
+    }
 }
 
 extension LifeboatServer {
@@ -266,7 +275,7 @@ extension LifeboatServer {
                 return n
             }
             let t = try await tasks.create(TaskInput(kind: kind, host: f["host"] ?? "", image: kind == .restore ? f["image"] : nil,
-                                                     partition: partition), by: call.user!.name)
+                                                     partition: partition, after: try Pages.after(f["after"])), by: call.user!.name)
             await audit(call, "task.create", "task \(t.id!) \(kind.rawValue)")
             return Reply.redirect("/tasks/\(t.id!)")
         }
@@ -306,7 +315,8 @@ extension LifeboatServer {
         r.add(.post, "/schedules", .user(.operator_), page: true) { [self] call in
             let f = call.form
             let s = try await addSchedule(ScheduleInput(name: f["name"] ?? "", cron: f["cron"] ?? "", kind: .backup,
-                                                        group: f["group"] ?? "", wake: f["wake"] == "1"))
+                                                        group: f["group"] ?? "", wake: f["wake"] == "1",
+                                                        after: try Pages.after(f["after"])))
             await audit(call, "schedule.create", "\(s.name) \(s.cron)")
             return Reply.redirect("/schedules")
         }

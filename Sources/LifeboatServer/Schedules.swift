@@ -7,7 +7,7 @@ import ServiceLifecycle
 extension LifeboatServer {
     func scheduleDTO(_ s: ScheduleRecord) -> ScheduleDTO {
         let next = (try? Cron(parsing: s.cron))?.next(after: s.lastRun ?? s.created)
-        return ScheduleDTO(id: s.id!, name: s.name, cron: s.cron, kind: s.kind, group: s.groupName, wake: s.wake,
+        return ScheduleDTO(id: s.id!, name: s.name, cron: s.cron, kind: s.kind, group: s.groupName, wake: s.wake, after: s.after,
                            lastRun: s.lastRun?.iso, nextRun: next?.iso)
     }
 
@@ -29,7 +29,7 @@ extension LifeboatServer {
                 throw Fail.conflict("a schedule named \(input.name) already exists")
             }
             var s = ScheduleRecord(id: nil, name: input.name, cron: input.cron, kind: input.kind, groupName: input.group,
-                                   wake: input.wake, lastRun: nil, created: Date())
+                                   wake: input.wake, after: input.after ?? .reboot, lastRun: nil, created: Date())
             try s.insert(db)
             return s
         }
@@ -63,7 +63,7 @@ extension LifeboatServer {
             var wake: [String] = []
             for (h, macs) in members {
                 do {
-                    _ = try await tasks.create(TaskInput(kind: s.kind, host: String(h.id!)), by: "schedule:\(s.name)")
+                    _ = try await tasks.create(TaskInput(kind: s.kind, host: String(h.id!), after: s.after), by: "schedule:\(s.name)")
                     started += 1
                     wake += macs
                 } catch {

@@ -93,7 +93,7 @@ final class TaskHub: @unchecked Sendable {
             p.rate = Double(p.done) / e.timeIntervalSince(s)
         }
         return TaskDTO(id: t.id!, kind: t.kind, hostID: t.hostID, hostName: hostName, state: t.state, reason: t.reason,
-                       imageID: t.imageID, partition: t.partition, name: t.name, created: t.created.iso,
+                       imageID: t.imageID, partition: t.partition, name: t.name, after: t.after, created: t.created.iso,
                        started: t.started?.iso, ended: t.ended?.iso, progress: p,
                        agentToken: token && t.state.isActive ? t.token : nil, log: log)
     }
@@ -155,7 +155,7 @@ final class TaskHub: @unchecked Sendable {
                 && [TaskState.queued, .waiting, .running].map(\.rawValue).contains(Column("state"))).fetchCount(db)
             if active > 0 { throw Fail.conflict("host \(host.name) already has an active task") }
             var t = TaskRecord(id: nil, kind: input.kind, hostID: host.id!, state: .queued, reason: nil, imageID: image,
-                               partition: input.partition, name: input.name, token: Authenticator.newSecret("lbk_"),
+                               partition: input.partition, name: input.name, after: input.after ?? .reboot, token: Authenticator.newSecret("lbk_"),
                                createdBy: actor, created: Date(), started: nil, ended: nil, progressDone: 0, progressTotal: 0)
             try t.insert(db)
             host.nextTaskID = t.id

@@ -107,10 +107,10 @@ enum Templates {
     <dt>Next boot</dt><dd>{{#nextTask}}<a href="/tasks/{{.}}">runs task {{.}}</a>{{/nextTask}}{{^nextTask}}{{host.bootAction}}{{/nextTask}}</dd></dl>
     {{#canEdit}}
     <div class="row">
-    <form method="post" action="/tasks"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="host" value="{{host.id}}"><input type="hidden" name="kind" value="backup"><button id="backup-now">Back up now</button></form>
+    <form method="post" action="/tasks"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="host" value="{{host.id}}"><input type="hidden" name="kind" value="backup"><select name="after"><option value="reboot">then reboot</option><option value="poweroff">then power off</option></select><button id="backup-now">Back up now</button></form>
     {{#hasRestorable}}<form method="post" action="/tasks"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="host" value="{{host.id}}"><input type="hidden" name="kind" value="restore">
     <select name="image">{{#restorable}}<option value="{{id}}">{{name}} ({{shortID}}{{#shared}}, shared{{/shared}})</option>{{/restorable}}</select>
-    <input name="partition" placeholder="partition (all)" size="12"><button>Restore</button></form>{{/hasRestorable}}
+    <input name="partition" placeholder="partition (all)" size="12"><select name="after"><option value="reboot">then reboot</option><option value="poweroff">then power off</option></select><button>Restore</button></form>{{/hasRestorable}}
     {{^hasRestorable}}<span class="muted">No image to restore yet (this host's own or a shared one).</span>{{/hasRestorable}}
     </div>
     <h2>Edit</h2>
@@ -173,7 +173,7 @@ enum Templates {
     <p><progress id="bar" max="{{task.progress.total}}" value="{{task.progress.done}}"></progress>
     <span id="percent">{{percent}}</span> · <span id="rate">{{rate}}</span> · ETA <span id="eta">{{eta}}</span></p>
     </div>
-    <dl><dt>Image</dt><dd id="image">{{task.imageID}}</dd><dt>Partition</dt><dd>{{task.partition}}</dd><dt>Created</dt><dd>{{task.created}}</dd>
+    <dl><dt>Image</dt><dd id="image">{{task.imageID}}</dd><dt>Partition</dt><dd>{{task.partition}}</dd><dt>Afterwards</dt><dd id="after">{{task.after}}</dd><dt>Created</dt><dd>{{task.created}}</dd>
     <dt>Started</dt><dd>{{task.started}}</dd><dt>Ended</dt><dd>{{task.ended}}</dd></dl>
     {{#showToken}}<p>The PC runs this task at its next network boot. To run it by hand from any Linux system on the PC:</p>
     <pre class="command">lifeboat agent --server {{serverURL}} --token {{task.agentToken}} --disk DEVICE</pre>{{/showToken}}
@@ -187,14 +187,14 @@ enum Templates {
     static let schedules = """
     {{<layout}}{{$content}}
     <h1>Schedules</h1>
-    <table><tr><th>Name</th><th>When (cron)</th><th>Group</th><th>Wake-on-LAN</th><th>Last run</th><th>Next run</th>{{#canEdit}}<th></th>{{/canEdit}}</tr>
-    {{#schedules}}<tr><td>{{name}}</td><td><code>{{cron}}</code></td><td>{{group}}</td><td>{{#wake}}yes{{/wake}}{{^wake}}no{{/wake}}</td><td>{{lastRun}}</td><td>{{nextRun}}</td>
+    <table><tr><th>Name</th><th>When (cron)</th><th>Group</th><th>Wake-on-LAN</th><th>Afterwards</th><th>Last run</th><th>Next run</th>{{#canEdit}}<th></th>{{/canEdit}}</tr>
+    {{#schedules}}<tr><td>{{name}}</td><td><code>{{cron}}</code></td><td>{{group}}</td><td>{{#wake}}yes{{/wake}}{{^wake}}no{{/wake}}</td><td>{{after}}</td><td>{{lastRun}}</td><td>{{nextRun}}</td>
     {{#canEdit}}<td><form method="post" action="/schedules/{{id}}/delete"><input type="hidden" name="csrf" value="{{csrf}}"><button class="danger">Delete</button></form></td>{{/canEdit}}</tr>{{/schedules}}
     </table>
     {{#canEdit}}<h2>Add a backup schedule</h2>
     <form method="post" action="/schedules" class="row"><input type="hidden" name="csrf" value="{{csrf}}">
     <label>Name <input name="name" required></label><label>When <input name="cron" placeholder="0 20 * * fri" required></label>
-    <label>Group <input name="group" required></label><label><input type="checkbox" name="wake" value="1" checked> wake the PCs</label><button>Add</button></form>
+    <label>Group <input name="group" required></label><label><input type="checkbox" name="wake" value="1" checked> wake the PCs</label><select name="after"><option value="reboot">then reboot</option><option value="poweroff">then power off</option></select><button>Add</button></form>
     <p class="muted">Cron fields: minute hour day-of-month month day-of-week (server time, UTC). "0 20 * * fri" is every Friday at 20:00.</p>{{/canEdit}}
     {{/content}}{{/layout}}
     """

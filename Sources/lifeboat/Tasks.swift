@@ -23,10 +23,11 @@ struct Tasks: ParsableCommand {
         @OptionGroup var serverOption: ServerOption
         @Option(help: "The host's ID or name.") var host: String
         @Option(help: "A name for the image (default: the host's name and the date).") var name: String?
+        @Option(help: "What the PC does afterwards: reboot or poweroff.") var then: TaskAfter = .reboot
         @Flag(help: "Print the task as JSON.") var json = false
 
         func run() throws {
-            let task = try failing { try serverOption.client().addTask(TaskInput(kind: .backup, host: host, name: name)) }
+            let task = try failing { try serverOption.client().addTask(TaskInput(kind: .backup, host: host, name: name, after: then)) }
             try printTask(task, json: json)
         }
     }
@@ -37,6 +38,7 @@ struct Tasks: ParsableCommand {
         @Option(help: "The host's ID or name.") var host: String
         @Option(help: "The image's ID (or unique prefix of 6+ digits).") var image: String
         @Option(help: "Restore only partition N.") var partition: Int?
+        @Option(help: "What the PC does afterwards: reboot or poweroff.") var then: TaskAfter = .reboot
         @Flag(help: "Print the task as JSON.") var json = false
 
         func validate() throws {
@@ -45,7 +47,7 @@ struct Tasks: ParsableCommand {
 
         func run() throws {
             let task = try failing {
-                try serverOption.client().addTask(TaskInput(kind: .restore, host: host, image: image, partition: partition))
+                try serverOption.client().addTask(TaskInput(kind: .restore, host: host, image: image, partition: partition, after: then))
             }
             try printTask(task, json: json)
         }
@@ -128,6 +130,9 @@ private func summary(_ t: TaskDTO) -> String {
     var s = "\(t.id)  \(t.kind.rawValue)  \(t.hostName)  \(t.state.rawValue)  created \(t.created)"
     if let image = t.imageID { s += "  image \(image.prefix(16))" }
     if let p = t.partition { s += "  partition \(p)" }
+    if t.after != .reboot { s += "  then \(t.after.rawValue)" }
     if let r = t.reason { s += "  reason: \(r)" }
     return s
 }
+
+extension TaskAfter: ExpressibleByArgument {}

@@ -57,6 +57,37 @@ final class BootScriptTests: XCTestCase {
         XCTAssertEqual(server.call("GET", "/boot/rescue/passwd").status, 404)
     }
 
+    func testATaskSaysWhetherThePCRebootsOrPowersOffAndSchedulesPassItOn() throws {
+        let server = try ServerProcess(config: "")
+        defer { XCTAssertEqual(server.stop(), 0) }
+        server.makeHost("pc1", mac: "52:54:00:aa:bb:11")
+        let bad = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"pc1","after":"explode"}"#)
+        XCTAssertEqual(bad.status, 400)
+        XCTAssert(bad.body.contains("after") && bad.body.contains("expected one of reboot, poweroff, found") && bad.body.contains("explode"), bad.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/tasks", token: server.admin).jsonArray().count, 0, "nothing was queued")
+        // Default: reboot.
+        let first = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"pc1"}"#).json()
+        XCTAssertEqual(first["after"] as? String, "reboot")
+        XCTAssert(server.call("GET", "/boot/52:54:00:aa:bb:11").body.contains("lifeboat.after=reboot "))
+        _ = server.call("POST", "/api/v1/tasks/\(first["id"]!)/cancel", token: server.admin)
+        // The CLI's --then poweroff reaches the PC's kernel command line.
+        let client = "LIFEBOAT_SERVER=\(server.url) LIFEBOAT_TOKEN=\(server.admin) \(q(lifeboatBinary)) tasks add backup --host pc1"
+        let cli = shell(client + " --then poweroff")
+        XCTAssertEqual(cli.status, 0, cli.out)
+        XCTAssert(cli.out.contains("then poweroff"), cli.out)
+        let script = server.call("GET", "/boot/52:54:00:aa:bb:11").body
+        XCTAssert(script.contains("lifeboat.after=poweroff "), script)
+        XCTAssertFalse(script.contains("lifeboat.after=reboot "), script)
+        let wrong = shell(client + " --then sleep")
+        XCTAssertNotEqual(wrong.status, 0)
+        XCTAssert(wrong.out.contains("sleep"), wrong.out)
+        // A schedule's choice is stored and shown.
+        let s = server.call("POST", "/api/v1/schedules", token: server.admin,
+                            json: #"{"name":"friday","cron":"0 20 * * fri","kind":"backup","group":"lab","wake":true,"after":"poweroff"}"#)
+        XCTAssertEqual(s.status, 201, s.body)
+        XCTAssertEqual(s.json()["after"] as? String, "poweroff")
+    }
+
     func testUnknownPCsAreSentToTheirDiskWhenTheServerRefusesThem() throws {
         let server = try ServerProcess(config: "refuse_unknown_hosts = true\n")
         defer { XCTAssertEqual(server.stop(), 0) }
