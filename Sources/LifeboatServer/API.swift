@@ -151,13 +151,9 @@ extension LifeboatServer {
         // Registration from the boot menu: guarded by the registration secret.
         r.add(.post, "/api/v1/register", .open) { [self, hosts] call in
             let input = try call.json(Registration.self, fields: ["secret", "mac", "name"])
-            let s = try await settings()
-            guard !s.registrationSecret.isEmpty else {
-                throw Fail(.forbidden, "registration from the boot menu is off (no registration secret is set)")
-            }
-            guard constantTimeEqual(input.secret, s.registrationSecret) else {
+            if let refusal = try await checkRegistrationSecret(call, input.secret) {
                 await audit(call, actor: "anonymous", "host.register.refused", "\(input.mac.prefix(40)) \(input.name.prefix(64))")
-                throw Fail(.forbidden, "wrong registration secret")
+                throw refusal
             }
             let h = try await hosts.create(HostInput(name: input.name, macs: [input.mac]))
             await audit(call, actor: "registration", "host.register", h.name)

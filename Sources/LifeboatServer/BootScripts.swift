@@ -16,20 +16,45 @@ extension LifeboatServer {
         }
         r.add(.get, "/boot/:mac/register", .open) { [self] call in
             let mac = try Validate.mac(Self.macFromURL(try call.parameter("mac")))
-            let base = baseURL(call)
-            let s = try await settings()
-            guard !s.registrationSecret.isEmpty, let secret = call.query("secret"),
-                  constantTimeEqual(secret, s.registrationSecret) else {
+            let back = "chain \(baseURL(call))/boot/\(mac)"
+            if let refusal = try await checkRegistrationSecret(call, call.query("secret")) {
                 await audit(call, actor: "boot:\(mac)", "host.register.refused", mac)
-                return Reply.text(Self.ipxeMessage("Wrong registration secret (or registration is off).", then: "chain \(base)/boot/\(mac)"))
+                return Reply.text(Self.ipxeMessage("Not registered: \(refusal.message)", then: back))
             }
             do {
                 let h = try await hosts.create(HostInput(name: call.query("name") ?? "", macs: [mac]))
                 await audit(call, actor: "boot:\(mac)", "host.register", h.name)
             } catch {
-                return Reply.text(Self.ipxeMessage("Registration failed: \(error)", then: "chain \(base)/boot/\(mac)"))
+                return Reply.text(Self.ipxeMessage("Registration failed: \(error)", then: back))
             }
-            return Reply.text(Self.ipxeMessage("Registered.", then: "chain \(base)/boot/\(mac)"))
+            return Reply.text(Self.ipxeMessage("Registered.", then: back))
+        }
+        // A backup or restore chosen at the PC's menu: the registration secret stands in
+        // for an operator's login (LRS let the person at the PC start them too).
+        r.add(.get, "/boot/:mac/task", .open) { [self] call in
+            let mac = try Validate.mac(Self.macFromURL(try call.parameter("mac")))
+            let back = "chain \(baseURL(call))/boot/\(mac)"
+            if let refusal = try await checkRegistrationSecret(call, call.query("secret")) {
+                await audit(call, actor: "boot:\(mac)", "task.create.refused", mac)
+                return Reply.text(Self.ipxeMessage("No task started: \(refusal.message)", then: back))
+            }
+            do {
+                guard let kind = call.query("kind").flatMap(TaskKind.init(rawValue:)) else {
+                    throw Fail.bad("kind must be backup or restore, found \"\(call.query("kind")?.prefix(20) ?? "")\"")
+                }
+                let host = try await db.read { db -> HostRecord in
+                    guard let m = try HostMacRecord.fetchOne(db, key: mac), let h = try HostRecord.fetchOne(db, key: m.hostID) else {
+                        throw Fail.notFound("this PC (\(mac)) is not registered")
+                    }
+                    return h
+                }
+                let t = try await tasks.create(TaskInput(kind: kind, host: String(host.id!), image: kind == .restore ? call.query("image") : nil),
+                                               by: "boot:\(mac)")
+                await audit(call, actor: "boot:\(mac)", "task.create", "task \(t.id!) \(kind.rawValue)")
+            } catch {
+                return Reply.text(Self.ipxeMessage("No task started: \(error)", then: back))
+            }
+            return Reply.text("#!ipxe\n\(back)\n")
         }
         r.add(.get, "/boot/rescue/:file", .open) { [self] call in
             let name = try call.parameter("file")
@@ -61,6 +86,24 @@ extension LifeboatServer {
         return "http://" + host.filter { !$0.isWhitespace && $0 != "\"" && $0 != "\\" }
     }
 
+    /// The registration secret guards registration and tasks started at the PC: off when
+    /// unset, and rate limited per address like logins. nil: the secret is right.
+    func checkRegistrationSecret(_ call: Call, _ secret: String?) async throws -> Fail? {
+        let s = try await settings()
+        guard !s.registrationSecret.isEmpty else {
+            return Fail(.forbidden, "registration and tasks from the boot menu are off (no registration secret is set)")
+        }
+        let key = "secret|" + call.address
+        if let wait = auth.limiter.blockedFor(key) {
+            return Fail(.tooManyRequests, "too many wrong secrets from \(call.address); try again in \(wait) s")
+        }
+        guard let secret, constantTimeEqual(secret, s.registrationSecret) else {
+            auth.limiter.fail(key)
+            return Fail(.forbidden, "wrong registration secret")
+        }
+        return nil
+    }
+
     func bootScript(mac: String, base: String) async throws -> String {
         let found = try await db.read { db -> (HostRecord, TaskRecord?)? in
             guard let m = try HostMacRecord.fetchOne(db, key: mac), let h = try HostRecord.fetchOne(db, key: m.hostID) else { return nil }
@@ -70,20 +113,23 @@ extension LifeboatServer {
             return (h, task)
         }
         let bootif = "BOOTIF=01-" + mac.replacingOccurrences(of: ":", with: "-")
+        let local = MenuItem("local", key: "l", "Boot from the local disk", "echo Booting from the local disk\nexit")
+        let shell = MenuItem("shell", key: "s", "Rescue shell", Self.rescue(base: base, args: "lifeboat.after=shell \(bootif)"))
+        let secretSet = !(try await settings().registrationSecret.isEmpty)
         guard let (host, task) = found else {
-            let s = try await settings()
-            if s.refuseUnknownHosts {
+            if try await settings().refuseUnknownHosts {
+                log.write("boot: \(mac) is unknown; refused, sent to its disk")
                 return Self.ipxeMessage("This PC (\(mac)) is not registered with Lifeboat. Booting from the local disk.", then: "exit")
             }
-            return Self.menu(title: "Lifeboat: unknown PC \(mac)", items: [
-                ("local", "Boot from the local disk", "echo Booting from the local disk\nexit"),
-                ("register", "Register this PC", s.registrationSecret.isEmpty
-                    ? "echo Registration from the boot menu is off (no registration secret set).\nsleep 5\nchain \(base)/boot/\(mac)"
-                    : "echo -n PC name: && read lbname\necho -n Registration secret: && read lbsecret\nchain \(base)/boot/\(mac)/register?name=${lbname:uristring}&secret=${lbsecret:uristring}"),
-                ("shell", "Rescue shell", Self.rescue(base: base, args: "lifeboat.after=shell \(bootif)")),
-            ], default: "local", timeout: 10)
+            log.write("boot: \(mac) is unknown; registration menu")
+            let register = secretSet
+                ? "echo -n PC name: && read lbname\n" + Self.askSecret("\(base)/boot/\(mac)/register?name=${lbname:uristring}")
+                : "echo Registration from the boot menu is off (no registration secret set).\nsleep 5\nchain \(base)/boot/\(mac)"
+            return Self.menu(title: "Lifeboat: unknown PC \(mac)",
+                             items: [local, MenuItem("register", key: "r", "Register this PC", register), shell],
+                             default: "local", timeout: 10)
         }
-        var items: [(String, String, String)] = []
+        var items: [MenuItem] = []
         var defaultItem = host.bootAction == .menu ? "menu" : "local"
         if var t = task {
             if t.state == .running {
@@ -95,15 +141,27 @@ extension LifeboatServer {
                     _ = try await tasks.transition(t.id!, .bootArmed, log: "\(host.name) booted from the network; running the task")
                 }
                 let what = t.kind == .backup ? "back up this PC" : "restore image \(t.imageID?.prefix(12) ?? "?")\(t.partition.map { " (partition \($0))" } ?? "")"
-                items.append(("task", "Task \(t.id!): \(what)",
-                              Self.rescue(base: base, args: "lifeboat.server=\(base) lifeboat.token=\(t.token) lifeboat.after=\(t.after.rawValue) \(bootif)")))
+                items.append(MenuItem("task", key: "t", "Task \(t.id!): \(what)",
+                                      Self.rescue(base: base, args: "lifeboat.server=\(base) lifeboat.token=\(t.token) lifeboat.after=\(t.after.rawValue) \(bootif)")))
                 defaultItem = "task"
             }
         }
-        items.append(("local", "Boot from the local disk", "echo Booting from the local disk\nexit"))
-        items.append(("shell", "Rescue shell", Self.rescue(base: base, args: "lifeboat.after=shell \(bootif)")))
+        items.append(local)
+        if secretSet, defaultItem != "task" {
+            // Started here, with the secret: the newest images this host may restore.
+            items.append(MenuItem("backup", key: "b", "Back up this PC now", Self.askSecret("\(base)/boot/\(mac)/task?kind=backup")))
+            let restorable = try await images.list().filter { $0.shared || $0.hostID == host.id }
+                .sorted { $0.created > $1.created }.prefix(9)
+            for (i, image) in restorable.enumerated() {
+                items.append(MenuItem("restore\(i + 1)", key: Character("\(i + 1)"),
+                                      "Restore \(image.name) (\(image.created.prefix(10))\(image.shared ? ", shared" : ""))",
+                                      Self.askSecret("\(base)/boot/\(mac)/task?kind=restore&image=\(image.id)")))
+            }
+        }
+        items.append(shell)
         if defaultItem == "menu" { defaultItem = "local" }
         let timeout = task != nil || host.bootAction == .local ? 5 : 30
+        log.write("boot: \(mac) is \(host.name); menu default \(defaultItem)\(defaultItem == "task" ? " (task \(task!.id!))" : "")")
         return Self.menu(title: "Lifeboat: \(host.name) (\(mac))", items: items, default: defaultItem, timeout: timeout)
     }
 
@@ -119,14 +177,31 @@ extension LifeboatServer {
         """
     }
 
-    /// An iPXE menu whose default runs by itself after `timeout` seconds.
-    static func menu(title: String, items: [(String, String, String)], default def: String, timeout: Int) -> String {
+    struct MenuItem {
+        var id: String
+        var key: Character
+        var label: String
+        var body: String
+        init(_ id: String, key: Character, _ label: String, _ body: String) {
+            (self.id, self.key, self.label, self.body) = (id, key, label, body)
+        }
+    }
+
+    /// An iPXE menu whose default runs by itself after `timeout` seconds; each item also
+    /// answers to its key, shown in its label.
+    static func menu(title: String, items: [MenuItem], default def: String, timeout: Int) -> String {
         var s = "#!ipxe\nmenu \(clean(title))\n"
-        for (id, label, _) in items { s += "item \(id) \(clean(label))\n" }
+        for i in items { s += "item --key \(i.key) \(i.id) \(i.key)  \(clean(i.label))\n" }
         s += "choose --timeout \(timeout * 1000) --default \(def) selected || goto \(def)\n"
         s += "echo Lifeboat: ${selected}\ngoto ${selected}\n"
-        for (id, _, body) in items { s += ":\(id)\n\(body)\n" }
+        for i in items { s += ":\(i.id)\n\(i.body)\n" }
         return s
+    }
+
+    /// Asks for the registration secret and chains to `url` with it appended. iPXE's `read`
+    /// shows what is typed: the secret is visible on the PC's screen while it is entered.
+    static func askSecret(_ url: String) -> String {
+        "echo -n Registration secret: && read lbsecret\nchain \(url)\(url.contains("?") ? "&" : "?")secret=${lbsecret:uristring}"
     }
 
     static func ipxeMessage(_ text: String, then: String) -> String {

@@ -15,7 +15,7 @@ final class BootScriptTests: XCTestCase {
         XCTAssertFalse(unknown.body.contains("lbk_"))
         // Registration from the menu needs the secret.
         let wrong = server.call("GET", "/boot/52:54:00:aa:bb:01/register?name=pc1&secret=guess")
-        XCTAssert(wrong.body.contains("Wrong registration secret"), wrong.body)
+        XCTAssert(wrong.body.contains("wrong registration secret"), wrong.body)
         XCTAssertEqual(server.call("GET", "/api/v1/hosts", token: server.admin).jsonArray().count, 0)
         let ok = server.call("GET", "/boot/52-54-00-AA-BB-01/register?name=pc1&secret=blue-pelican-42")
         XCTAssert(ok.body.contains("Registered"), ok.body)
@@ -55,6 +55,57 @@ final class BootScriptTests: XCTestCase {
         XCTAssertEqual(missing.status, 404)
         XCTAssert(missing.body.contains("lifeboat rescue build"), missing.body)
         XCTAssertEqual(server.call("GET", "/boot/rescue/passwd").status, 404)
+    }
+
+    func testThePersonAtThePCStartsABackupOrRestoreWithTheSecretAndGuessingIsLimited() throws {
+        let server = try ServerProcess(config: "registration_secret = \"blue-pelican-42\"\n")
+        defer { XCTAssertEqual(server.stop(), 0) }
+        let mac = "52:54:00:aa:bb:21"
+        server.makeHost("pc1", mac: mac)
+        server.makeHost("pc2", mac: "52:54:00:aa:bb:22")
+        // pc2's local image is not offered to pc1; a shared one is.
+        let own2 = try server.backupImage(host: "pc2", seed: 7, name: "pc2-local")
+        let own1 = try server.backupImage(host: "pc1", seed: 9, name: "pc1-monday")
+        let menu = server.call("GET", "/boot/\(mac)").body
+        XCTAssert(menu.contains("item --key b backup b  Back up this PC now"), menu)
+        XCTAssert(menu.contains("item --key 1 restore1 1  Restore pc1-monday"), menu)
+        XCTAssert(menu.contains("/boot/\(mac)/task?kind=restore&image=\(own1)&secret=${lbsecret:uristring}"), menu)
+        XCTAssertFalse(menu.contains(own2), "another host's local image is not offered")
+        XCTAssert(menu.contains("--default local"), menu)
+        // A wrong secret starts nothing; the right one queues the task, by the PC.
+        let wrong = server.call("GET", "/boot/\(mac)/task?kind=backup&secret=guess")
+        XCTAssert(wrong.body.contains("wrong registration secret") && wrong.body.contains("chain "), wrong.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/tasks?state=active", token: server.admin).jsonArray().count, 0)
+        let bad = server.call("GET", "/boot/\(mac)/task?kind=explode&secret=blue-pelican-42")
+        XCTAssert(bad.body.contains("kind must be backup or restore"), bad.body)
+        let ok = server.call("GET", "/boot/\(mac)/task?kind=restore&image=\(own1)&secret=blue-pelican-42")
+        XCTAssertEqual(ok.body, "#!ipxe\nchain \(server.url)/boot/\(mac)\n")
+        let queued = server.call("GET", "/api/v1/tasks?state=active", token: server.admin).jsonArray()
+        XCTAssertEqual(queued.count, 1)
+        XCTAssertEqual(queued.first?["kind"] as? String, "restore")
+        XCTAssertEqual(queued.first?["imageID"] as? String, own1)
+        XCTAssert(server.call("GET", "/boot/\(mac)").body.contains("--default task"))
+        XCTAssert(server.call("GET", "/api/v1/audit", token: server.admin).body.contains("boot:\(mac)"))
+        // An unknown PC cannot start anything, even with the secret.
+        XCTAssert(server.call("GET", "/boot/52:54:00:aa:bb:99/task?kind=backup&secret=blue-pelican-42").body.contains("not registered"))
+        // Guessing: after 5 wrong secrets from one address, even the right one waits.
+        for _ in 0 ..< 4 { _ = server.call("GET", "/boot/52:54:00:aa:bb:23/register?name=x&secret=guess") }
+        let blocked = server.call("GET", "/boot/52:54:00:aa:bb:23/register?name=x&secret=blue-pelican-42")
+        XCTAssert(blocked.body.contains("too many wrong secrets"), blocked.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/hosts", token: server.admin).jsonArray().count, 2)
+    }
+
+    func testWithoutASecretThePCMenuOffersNoBackupRestoreOrRegistration() throws {
+        let server = try ServerProcess(config: "")
+        defer { XCTAssertEqual(server.stop(), 0) }
+        server.makeHost("pc1", mac: "52:54:00:aa:bb:31")
+        let menu = server.call("GET", "/boot/52:54:00:aa:bb:31").body
+        XCTAssertFalse(menu.contains("backup"), menu)
+        XCTAssertFalse(menu.contains("lbsecret"), menu)
+        let t = server.call("GET", "/boot/52:54:00:aa:bb:31/task?kind=backup&secret=")
+        XCTAssert(t.body.contains("are off"), t.body)
+        XCTAssert(server.call("GET", "/boot/52:54:00:aa:bb:32").body.contains("Registration from the boot menu is off"))
+        XCTAssertEqual(server.call("POST", "/api/v1/register", json: #"{"secret":"","mac":"52:54:00:aa:bb:32","name":"x"}"#).status, 403)
     }
 
     func testATaskSaysWhetherThePCRebootsOrPowersOffAndSchedulesPassItOn() throws {

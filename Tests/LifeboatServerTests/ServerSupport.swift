@@ -185,6 +185,20 @@ extension ServerProcess {
         return token
     }
 
+    /// A finished backup of `host`: one chunk of random bytes, in an image called `name`.
+    func backupImage(host: String, seed: UInt8, name: String) throws -> String {
+        let t = call("POST", "/api/v1/tasks", token: admin, json: #"{"kind":"backup","host":"\#(host)","name":"\#(name)"}"#)
+        XCTAssertEqual(t.status, 201, t.body)
+        let token = try XCTUnwrap(t.json()["agentToken"] as? String)
+        XCTAssertEqual(call("POST", "/api/v1/agent/start", token: token, json: #"{"hardware":{"disks":[],"nics":[]}}"#).status, 200)
+        let (id, file) = try chunk(100_000, seed: seed)
+        XCTAssertEqual(put(token, id, file, raw: 100_000).status, 204)
+        let made = call("POST", "/api/v1/agent/manifest", token: token, json: try manifest([(id, 100_000)]))
+        XCTAssertEqual(made.status, 200, made.body)
+        XCTAssertEqual(call("POST", "/api/v1/agent/finish", token: token, json: #"{"ok":true}"#).status, 204)
+        return try XCTUnwrap(made.json()["imageID"] as? String)
+    }
+
     /// A chunk of random bytes written to a file; returns (hex ID, path).
     func chunk(_ size: Int, seed: UInt8) throws -> (String, String) {
         var bytes = [UInt8](repeating: 0, count: size)

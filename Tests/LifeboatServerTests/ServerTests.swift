@@ -26,7 +26,7 @@ final class ServerTests: XCTestCase {
             "GET /health", "GET /api/v1/openapi.json", "GET /static/style.css", "GET /static/app.js",
             "GET /login", "POST /login", "GET /setup", "POST /setup", "POST /api/v1/register",
             // Boot scripts: iPXE has no credentials; a task token appears only in its own host's script.
-            "GET /boot/:mac", "GET /boot/:mac/register", "GET /boot/rescue/:file",
+            "GET /boot/:mac", "GET /boot/:mac/register", "GET /boot/:mac/task", "GET /boot/rescue/:file",
         ]
         var checked = 0
         for e in entries {
