@@ -123,7 +123,7 @@ extension LifeboatServer {
             }
             log.write("boot: \(mac) is unknown; registration menu")
             let register = secretSet
-                ? "echo -n PC name: && read lbname\n" + Self.askSecret("\(base)/boot/\(mac)/register?name=${lbname:uristring}")
+                ? "clear lbname\necho -n PC name: && read lbname\n" + Self.askSecret("\(base)/boot/\(mac)/register?name=${lbname:uristring}")
                 : "echo Registration from the boot menu is off (no registration secret set).\nsleep 5\nchain \(base)/boot/\(mac)"
             return Self.menu(title: "Lifeboat: unknown PC \(mac)",
                              items: [local, MenuItem("register", key: "r", "Register this PC", register), shell],
@@ -199,9 +199,11 @@ extension LifeboatServer {
     }
 
     /// Asks for the registration secret and chains to `url` with it appended. iPXE's `read`
-    /// shows what is typed: the secret is visible on the PC's screen while it is entered.
+    /// shows what is typed, and starts from the variable's current value: cleared first, or
+    /// a secret typed earlier in this boot would be edited rather than replaced.
     static func askSecret(_ url: String) -> String {
-        "echo -n Registration secret: && read lbsecret\nchain \(url)\(url.contains("?") ? "&" : "?")secret=${lbsecret:uristring}"
+        "clear lbsecret\necho -n Registration secret: && read lbsecret\n"
+            + "chain \(url)\(url.contains("?") ? "&" : "?")secret=${lbsecret:uristring}"
     }
 
     static func ipxeMessage(_ text: String, then: String) -> String {

@@ -97,6 +97,70 @@ class VMTestCase: XCTestCase {
             """)
     }
 
+    /// 64 MiB, MBR, one ext4 partition from 1 MiB, and GRUB in the gap before it (as
+    /// `grub-install` would put it): GRUB prints a marker and a file of the partition on
+    /// the serial console, then boots the rescue kernel with a one-script initramfs that
+    /// prints the kernel command line and powers off. Returns the marker.
+    @discardableResult
+    func makeBootableDisk(_ path: String) throws -> String {
+        guard FileManager.default.fileExists(atPath: "/usr/lib/grub/i386-pc/boot.img") else {
+            XCTFail("GRUB for BIOS is missing: run scripts/setup.sh (grub-pc-bin)")
+            throw CancellationError()
+        }
+        let marker = "disk-\(UUID().uuidString.prefix(8).lowercased())"
+        let dir = tmp + "/bootable"
+        try "#!/bin/busybox sh\n/bin/busybox mkdir -p /dev /proc\n/bin/busybox mount -t devtmpfs devtmpfs /dev\n"
+            .appending("exec </dev/console >/dev/console 2>&1\n/bin/busybox mount -t proc proc /proc\n")
+            .appending("echo \"LIFEBOAT-DISK: linux up: $(/bin/busybox cat /proc/cmdline)\"\n/bin/busybox poweroff -f\n")
+            .write(toFile: tmp + "/tiny-init", atomically: true, encoding: .utf8)
+        let grubConfig = """
+            serial --unit=0 --speed=115200
+            terminal_output serial console
+            echo LIFEBOAT-DISK: grub
+            cat /marker.txt
+            linux /boot/vmlinuz console=ttyS0,115200 quiet panic=-1 lbmarker=\(marker)
+            initrd /boot/initrd.gz
+            boot
+
+            """
+        _ = try ok("""
+            rm -rf \(q(dir)) && mkdir -p \(q(dir))/tree/boot/grub \(q(dir))/initrd/bin && cd \(q(dir)) \
+            && cp \(q(tmp))/tiny-init initrd/init && chmod 755 initrd/init && cp "$(command -v busybox)" initrd/bin/busybox \
+            && (cd initrd && find . | cpio -o -H newc --quiet | gzip -1 > ../tree/boot/initrd.gz) \
+            && cp \(q(rescue))/vmlinuz tree/boot/vmlinuz && echo "marker \(marker)" > tree/marker.txt \
+            && printf '%s' \(q(grubConfig)) > tree/boot/grub/grub.cfg \
+            && truncate -s 64M \(q(path)) && printf 'label: dos\\nstart=2048, type=83, bootable\\n' | sfdisk -q \(q(path)) \
+            && mkfs.ext4 -q -F -L bootable -E offset=1048576 -d tree \(q(path)) 63M \
+            && grub-mkimage -O i386-pc -o core.img -p '(hd0,msdos1)/boot/grub' biosdisk part_msdos ext2 normal serial echo cat linux
+            """)
+        try installGRUB(disk: path, bootImage: "/usr/lib/grub/i386-pc/boot.img", coreImage: dir + "/core.img")
+        return marker
+    }
+
+    /// What grub-bios-setup does for an MBR disk, which it will not do for a disk-image
+    /// file: boot.img's code in sector 0 (the partition table stays), pointing at core.img
+    /// in sector 1, whose first sector's block list then names the rest (sectors 2…).
+    func installGRUB(disk: String, bootImage: String, coreImage: String) throws {
+        var boot = [UInt8](try Data(contentsOf: URL(fileURLWithPath: bootImage)))
+        var core = [UInt8](try Data(contentsOf: URL(fileURLWithPath: coreImage)))
+        XCTAssertEqual(boot.count, 512)
+        core += [UInt8](repeating: 0, count: (512 - core.count % 512) % 512)
+        let sectors = core.count / 512
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: disk))
+        defer { try? h.close() }
+        let mbr = [UInt8](try h.read(upToCount: 512) ?? Data())
+        XCTAssertLessThan(sectors + 1, 2048, "core.img fits the gap before the partition at 1 MiB")
+        func put(_ value: UInt64, _ bytes: Int, into a: inout [UInt8], at offset: Int) {
+            for i in 0 ..< bytes { a[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+        }
+        boot.replaceSubrange(0x1b8 ..< 0x1fe, with: mbr[0x1b8 ..< 0x1fe])  // disk signature + partition table
+        put(1, 8, into: &boot, at: 0x5c)  // boot.img: LBA of core.img
+        put(2, 8, into: &core, at: 0x1f4)  // diskboot block list: start…
+        put(UInt64(sectors - 1), 2, into: &core, at: 0x1fc)  // …and length
+        try h.seek(toOffset: 0)
+        try h.write(contentsOf: Data(boot + core))
+    }
+
     struct Boot {
         var log: String
         var exited: Bool
@@ -106,17 +170,22 @@ class VMTestCase: XCTestCase {
 
     /// Runs QEMU with `machine` arguments (firmware, kernel or PXE, NIC, disk) until it
     /// exits (the rescue system powers off or reboots under -no-reboot) or `timeout`.
-    func runVM(_ name: String, _ machine: [String], timeout: Double = 420) throws -> Boot {
+    /// `tick` runs every 200 ms while QEMU does; `monitor` is a Unix socket path for
+    /// QEMU's monitor (see `type`).
+    func runVM(_ name: String, _ machine: [String], timeout: Double = 420, monitor: String? = nil,
+               tick: (() -> Void)? = nil) throws -> Boot {
         let log = logs + "/\(name).serial.log"
         try? FileManager.default.removeItem(atPath: log)
         let start = Date()
         let p = try spawn(["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
-                           "-display", "none", "-nodefaults", "-monitor", "none", "-serial", "file:" + log, "-no-reboot"]
+                           "-display", "none", "-nodefaults", "-monitor", monitor.map { "unix:\($0),server,nowait" } ?? "none",
+                           "-serial", "file:" + log, "-no-reboot"]
                           + machine, log: logs + "/\(name).qemu.log")
         var marks: [String: Double] = [:]
         let wanted = ["LIFEBOAT: init", "LIFEBOAT: network up", "LIFEBOAT: agent start", "LIFEBOAT: DONE", "LIFEBOAT: FAILED"]
         while p.isRunning, Date().timeIntervalSince(start) < timeout {
             usleep(200_000)
+            tick?()
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             for w in wanted where marks[w] == nil && text.contains(w) { marks[w] = Date().timeIntervalSince(start) }
         }
@@ -133,6 +202,16 @@ class VMTestCase: XCTestCase {
             measurements.append("  \(name) guest: \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return Boot(log: text, exited: exited, seconds: seconds, marks: marks)
+    }
+
+    /// Types `text` on the PC's keyboard through QEMU's monitor (`sendkey`), as a person
+    /// at the PC would; "\n" is Enter. Letters, digits and "-" only.
+    func type(_ text: String, monitor: String) {
+        let keys = text.map { c -> String in c == "\n" ? "ret" : c == "-" ? "minus" : String(c) }
+        let script = "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+            + "for k in sys.argv[2:]:\n    s.sendall(('sendkey '+k+'\\n').encode()); time.sleep(0.15)\ntime.sleep(0.3)\n"
+        let r = shell("python3 -c \(q(script)) \(q(monitor)) \(keys.joined(separator: " "))")
+        XCTAssertEqual(r.status, 0, r.out)
     }
 
     func tail(_ text: String, _ n: Int = 40) -> String {
