@@ -7,7 +7,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # Build: libzstd (the store's compressor). Tests and demo: the real tools are the oracles
 # (mkfs/fsck of every filesystem we read; user-mode-linux mounts what the host kernel cannot;
 # headless Chromium + chromedriver judge the web UI; python3 runs bench/server_load.py;
-# atftp, tftp-hpa, curl and busybox udhcpc/udhcpd judge the boot services, tftpd-hpa is the
+# atftp, tftp-hpa, curl, busybox udhcpc/udhcpd and ISC dhclient judge the boot services, tftpd-hpa is the
 # bench's yardstick). Network boot: ipxe (the binaries PCs fetch). Rescue system
 # (scripts/rescue-build.sh) and its QEMU tests: busybox-static (also the udhcpc/udhcpd above;
 # it conflicts with Debian's busybox), cpio, kmod (depmod/modprobe on the downloaded kernel),
@@ -16,7 +16,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
          ipxe curl chromium chromium-driver python3 atftp tftp-hpa tftpd-hpa bc \
-         busybox-static cpio kmod qemu-system-x86 ovmf iproute2 grub-pc-bin; do
+         busybox-static cpio kmod qemu-system-x86 ovmf iproute2 grub-pc-bin isc-dhcp-client; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

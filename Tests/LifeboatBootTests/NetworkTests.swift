@@ -115,6 +115,26 @@ final class NetworkTests: XCTestCase {
         XCTAssertTrue(ipxe.output.contains("file=http://\(lab.serverIP):8080/boot/${net0/mac}"), ipxe.output)
     }
 
+    /// ISC dhclient, the other client a Linux PC runs: a plain request gets an address and
+    /// no boot file; one that says it is a PXE BIOS client (options 60 and 93) gets both.
+    func testFullModeGivesDhclientAnAddressAndTheBootFile() throws {
+        guard sh("command -v dhclient").status == 0 else { return XCTFail("dhclient is missing: run scripts/setup.sh (isc-dhcp-client)") }
+        lab = try BootLab()
+        try lab.startServer("--dhcp full --dhcp-range 10.77.\(lab.subnet).120-10.77.\(lab.subnet).130 --http-port 8080")
+        let d = lab.dir
+        sh("printf '#!/bin/sh\\n[ \"$reason\" = BOUND ] && echo \"BOUND ip=$new_ip_address mask=$new_subnet_mask file=$new_filename server=$new_dhcp_server_identifier\" >> \(d)/dhclient.out\\nexit 0\\n' > \(d)/dhclient-hook; chmod +x \(d)/dhclient-hook")
+        sh("printf 'option pxe-arch code 93 = unsigned integer 16;\\nsend vendor-class-identifier \"PXEClient:Arch:00000:UNDI:002001\";\\nsend pxe-arch 0;\\n' > \(d)/pxe.conf; : > \(d)/plain.conf")
+        for (conf, expect) in [("plain", "mask=255.255.255.0 file= server=\(lab.serverIP)"), ("pxe", "file=undionly.kpxe server=\(lab.serverIP)")] {
+            sh("rm -f \(d)/dhclient.out \(d)/leases")
+            let r = lab.inClient("dhclient -1 -cf \(d)/\(conf).conf -sf \(d)/dhclient-hook -lf \(d)/leases -pf \(d)/dhclient.pid eth0; s=$?; kill $(cat \(d)/dhclient.pid) 2>/dev/null; exit $s", timeout: 60)
+            XCTAssertEqual(r.status, 0, r.output)
+            let out = sh("cat \(d)/dhclient.out").output
+            XCTAssertNotNil(out.range(of: "BOUND ip=10\\.77\\.\(lab.subnet)\\.1(2[0-9]|30) ", options: .regularExpression), "\(conf): \(out)")
+            XCTAssert(out.contains(expect), "\(conf): \(out)")
+        }
+        XCTAssertTrue(lab.serverAlive)
+    }
+
     func testProxyModeBesideUdhcpdGivesBootFileAndNoAddress() throws {
         lab = try BootLab(withSite: true)
         let s = lab.subnet
