@@ -22,13 +22,17 @@ final class PXETests: VMTestCase {
         return s
     }
 
-    func nic(_ mac: String, romfile: String? = nil) -> [String] {
+    /// A NIC of QEMU `model` (virtio-net-pci, e1000, e1000e: the rescue system must load
+    /// each one's driver), booting first.
+    func nic(_ mac: String, model: String = "virtio-net-pci", romfile: String? = nil) -> [String] {
         ["-netdev", "tap,id=n0,ifname=lbtap0,script=no,downscript=no",
-         "-device", "virtio-net-pci,netdev=n0,mac=\(mac),bootindex=1" + (romfile.map { ",romfile=\($0)" } ?? "")]
+         "-device", "\(model),netdev=n0,mac=\(mac),bootindex=1" + (romfile.map { ",romfile=\($0)" } ?? "")]
     }
 
-    func disk(_ path: String) -> [String] {
-        ["-drive", "file=\(path),format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,bootindex=2"]
+    /// A disk on a virtio, NVMe or SATA (AHCI, q35's built-in controller) device.
+    func disk(_ path: String, on device: String = "virtio-blk-pci") -> [String] {
+        let d = device == "ide-hd" ? "ide-hd,bus=ide.0" : device == "nvme" ? "nvme,serial=LBNVME0001" : device
+        return ["-drive", "file=\(path),format=raw,if=none,id=d0", "-device", "\(d),drive=d0,bootindex=2"]
     }
 
     /// 1. An unknown BIOS PC PXE-boots from `--dhcp full`; the person at it registers it at
@@ -84,6 +88,7 @@ final class PXETests: VMTestCase {
     /// 3. A bootable disk (GRUB in the gap after the MBR, Linux on ext4) is backed up over
     /// the network, restored over the network onto a second PC's blank disk (that PC powers
     /// off afterwards, as its task says), and the restored disk boots and prints its marker.
+    /// The two PCs have Intel NICs and NVMe / SATA disks.
     func testABootableDiskBacksUpRestoresAndBootsAgain() throws {
         let server = try startServer("dhcp = full\ndhcp_range = \(subnet).100-\(subnet).150\n")
         let source = tmp + "/bootable.img"
@@ -102,7 +107,9 @@ final class PXETests: VMTestCase {
         server.makeHost("lab-pc4", mac: pc4)
         let b = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"lab-pc3"}"#)
         let backupID = try XCTUnwrap(b.json()["id"].map { "\($0)" }, b.body)
-        let backup = try runVM("bootable-backup", ["-machine", "pc"] + nic(pc3) + disk(source), timeout: 480)
+        // Other hardware than virtio, so the rescue system's drivers are proven too: an
+        // Intel e1000 NIC and an NVMe disk here, an e1000e and a SATA disk (AHCI) below.
+        let backup = try runVM("bootable-backup", ["-machine", "pc"] + nic(pc3, model: "e1000") + disk(source, on: "nvme"), timeout: 480)
         let backedUp = task(backupID)
         XCTAssertEqual(backedUp["state"] as? String, "done", "\(backedUp)\n\(tail(backup.log))\n\(tail(server.log))")
         let imageID = try XCTUnwrap(backedUp["imageID"] as? String)
@@ -113,7 +120,7 @@ final class PXETests: VMTestCase {
         let r = server.call("POST", "/api/v1/tasks", token: server.admin,
                             json: #"{"kind":"restore","host":"lab-pc4","image":"\#(imageID)","after":"poweroff"}"#)
         let restoreID = try XCTUnwrap(r.json()["id"].map { "\($0)" }, r.body)
-        let restore = try runVM("bootable-restore", ["-machine", "pc"] + nic(pc4) + disk(target), timeout: 480)
+        let restore = try runVM("bootable-restore", ["-machine", "q35"] + nic(pc4, model: "e1000e") + disk(target, on: "ide-hd"), timeout: 480)
         let restored = task(restoreID)
         XCTAssertEqual(restored["state"] as? String, "done", "\(restored)\n\(tail(restore.log))\n\(tail(server.log))")
         XCTAssert(restore.log.contains("LIFEBOAT: poweroff"), "the task said power off:\n\(tail(restore.log))")
