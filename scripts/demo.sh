@@ -11,10 +11,15 @@ say() { printf '\n== %s\n' "$*"; }
 
 say "Making a 256 MiB sample disk: MBR, an ext4 partition with files, and a swap-sized raw partition"
 # Mixed content: text, binaries, random data, many small files.
-cp -r /usr/share/doc "$DIR/files/doc" 2>/dev/null || true
-mkdir -p "$DIR/files/bin"
+# At most ~60 MiB of documentation: /usr/share/doc grows with every package installed, and
+# the sample partition is 200 MiB.
+mkdir -p "$DIR/files/doc" "$DIR/files/bin"
+for d in /usr/share/doc/*/; do
+    [ "$(du -sm "$DIR/files/doc" | cut -f1)" -lt 60 ] || break
+    cp -r "$d" "$DIR/files/doc/" 2>/dev/null || true
+done
 # About 60 MiB of programs, whatever this machine has.
-find /usr/bin -maxdepth 1 -type f -size -8M | sort | head -400 | while read -r f; do
+find /usr/bin -maxdepth 1 -type f -size -8M | sort | awk "NR <= 400" | while read -r f; do  # awk reads all: head would SIGPIPE sort under pipefail
     [ "$(du -sm "$DIR/files/bin" | cut -f1)" -lt 60 ] && cp "$f" "$DIR/files/bin/" 2>/dev/null || true
 done
 head -c 20M /dev/urandom > "$DIR/files/random.bin"
@@ -46,6 +51,14 @@ cmp <(table "$DIR/disk.img") <(table "$DIR/restored.img")
 echo "partition tables match"
 say "Done. The store is $DIR/lifeboat-data/store; try: $LB images --store $DIR/lifeboat-data/store"
 [ "${DEMO_SERVE:-1}" = 0 ] && exit 0
+if [ "${DEMO_RESCUE:-1}" != 0 ]; then
+    # The rescue system PCs boot into: built once (kernel via apt, static agent), cached.
+    say "The rescue system (first time: downloads a kernel and builds the static agent)"
+    "$(dirname "$0")/rescue-build.sh" "$(dirname "$0")/../.build/rescue"
+    mkdir -p "$DIR/lifeboat-data/rescue"
+    ln -sf "$(cd "$(dirname "$0")/../.build/rescue" && pwd)"/{vmlinuz,initrd.img} "$DIR/lifeboat-data/rescue/"
+fi
 say "Starting the server on $DIR/lifeboat-data (Ctrl-C stops it)"
 echo "Open the setup link it prints to create the first administrator; the sample image is on the Images page."
+echo "To network-boot PCs too, stop it and add --interface IF --dhcp proxy (README, Network boot)."
 exec "$LB" serve --data "$DIR/lifeboat-data" --http "${DEMO_HTTP:-0.0.0.0:8080}"
