@@ -11,6 +11,12 @@
 // unquoted field are dropped (the writer quotes a field that starts or ends with one);
 // lines with nothing but empty fields are skipped.
 //
+// Spreadsheets run a cell that starts with = + - @ (or tab/CR) as a formula, so an exported
+// note like "=HYPERLINK(…)" would act when an administrator opens the file. The writer puts
+// an apostrophe before such a field (and before one that already starts with apostrophes
+// followed by such a character); the reader removes one apostrophe from the same fields, so
+// export → import gives back the same text.
+//
 // The whole file is checked before anything is used: one bad line rejects it, and the
 // message names the line (the line a record starts on, the header being line 1).
 
@@ -109,7 +115,7 @@ public enum HostCSV {
             guard let s = String(validating: bytes, as: UTF8.self) else {
                 throw ValidationFailure("the \(columns[i]) field is not valid UTF-8")
             }
-            f.append(s)
+            f.append(s.first == "'" && formulaGuarded(s) ? String(s.dropFirst()) : s)
         }
         let name = try Validate.name(f[0], what: "host name")
         var macs: [String] = []
@@ -131,7 +137,14 @@ public enum HostCSV {
                          disk: serial == nil && wwn == nil ? nil : DiskSelector(serial: serial, wwn: wwn))
     }
 
+    /// True when `field` is apostrophes (maybe none) and then a character a spreadsheet
+    /// takes as the start of a formula.
+    static func formulaGuarded(_ field: String) -> Bool {
+        field.unicodeScalars.first { $0 != "'" }.map { "=+-@\t\r".unicodeScalars.contains($0) } ?? false
+    }
+
     static func quoted(_ field: String) -> String {
+        let field = formulaGuarded(field) ? "'" + field : field
         let needs = field.utf8.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0A || $0 == 0x0D }
             || field.utf8.first.map(isBlank) == true || field.utf8.last.map(isBlank) == true
         guard needs else { return field }

@@ -185,6 +185,23 @@ final class HostCSVTests: XCTestCase {
         XCTAssertEqual(try HostCSV.parse(HostCSV.write(hosts)), hosts)
     }
 
+    func testFormulaLikeFieldsAreDefusedOnExportAndComeBackUnchanged() throws {
+        let notes = ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)", "\tcmd", "'=already", "''@two", "'plain", "it's"]
+        let hosts = notes.enumerated().map { i, n in
+            HostInput(name: "pc\(i)", macs: [], group: "", notes: n, bootAction: nil, disk: nil)
+        }
+        let csv = HostCSV.write(hosts)
+        // No cell of the file starts a formula: a spreadsheet shows these as text.
+        for line in csv.split(separator: "\r\n").dropFirst() {
+            let cell = line.split(separator: ",", maxSplits: 6, omittingEmptySubsequences: false).last!.drop { $0 == "\"" }
+            XCTAssertFalse("=+-@\t".contains(cell.first!), String(line))
+        }
+        XCTAssert(csv.contains(",\"'=HYPERLINK("), csv)
+        XCTAssert(csv.contains(",'''@two"), csv)
+        XCTAssert(csv.contains(",'plain\r\n") && csv.contains(",it's\r\n"), "text that is no formula stays as it is")
+        XCTAssertEqual(try HostCSV.parse(csv), hosts)
+    }
+
     func testExportOfHostRecordsCarriesEveryCSVField() throws {
         let host = HostDTO(id: 7, name: "pc07", macs: ["52:54:00:00:00:07"], group: "lab", notes: "n", bootAction: .local,
                            disk: DiskSelector(serial: "S", wwn: "W"), hardware: nil, nextBoot: nil, lastSeen: nil,
