@@ -176,8 +176,11 @@ extension LifeboatServer {
         let rows = try HostCSV.parse(text)
         return try await db.write { [hosts] db in
             var result = ImportResult(created: 0, updated: 0)
-            for row in rows {
+            for var row in rows {
                 guard let name = row.name else { continue }
+                // A row is the whole host: empty disk columns clear its disk selector
+                // (in JSON an absent "disk" leaves it as it is).
+                if row.disk == nil { row.disk = DiskSelector(serial: nil, wwn: nil) }
                 if (try? HostService.find(db, name)) != nil {
                     _ = try hosts.apply(db, key: name, row)
                     result.updated += 1

@@ -83,6 +83,13 @@ final class ControlPlaneTests: XCTestCase {
         let out = server.call("GET", "/api/v1/hosts.csv", token: server.admin)
         XCTAssert(out.body.contains("\"first, with comma\""), out.body)
         XCTAssert(out.body.contains("02:00:00:00:00:02 02:00:00:00:00:03"), out.body)
+        // Re-imported with its disk columns emptied, pc1 loses its disk selector.
+        try out.body.replacingOccurrences(of: ",WD-1,", with: ",,").write(toFile: file, atomically: true, encoding: .utf8)
+        let b = server.call("POST", "/api/v1/hosts.csv", token: server.admin, bodyFile: file, headers: ["Content-Type: text/csv"])
+        XCTAssertEqual(b.json()["updated"] as? Int, 2, b.body)
+        let pc1 = server.call("GET", "/api/v1/hosts/pc1", token: server.admin).json()
+        XCTAssertNil(pc1["disk"], "\(pc1)")
+        XCTAssertEqual(pc1["notes"] as? String, "first, with comma")
         // Line 3 is bad: nothing of the file is applied, and the message names the line.
         let bad = "name,macs,group,bootAction,diskSerial,diskWWN,notes\npc3,02:00:00:00:00:09,lab3,local,,,\npc4,not-a-mac,lab3,local,,,\n"
         try bad.write(toFile: file, atomically: true, encoding: .utf8)
