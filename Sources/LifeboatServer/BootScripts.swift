@@ -15,30 +15,16 @@ extension LifeboatServer {
             return Reply.text(try await bootScript(mac: mac, base: baseURL(call)), type: "text/plain; charset=utf-8")
         }
         r.add(.get, "/boot/:mac/register", .open) { [self] call in
-            let mac = try Validate.mac(Self.macFromURL(try call.parameter("mac")))
-            let back = "chain \(baseURL(call))/boot/\(mac)"
-            if let refusal = try await checkRegistrationSecret(call, call.query("secret")) {
-                await audit(call, actor: "boot:\(mac)", "host.register.refused", mac)
-                return Reply.text(Self.ipxeMessage("Not registered: \(refusal.message)", then: back))
-            }
-            do {
+            try await withBootSecret(call, action: "host.register", failure: "Not registered") { mac in
                 let h = try await hosts.create(HostInput(name: call.query("name") ?? "", macs: [mac]))
                 await audit(call, actor: "boot:\(mac)", "host.register", h.name)
-            } catch {
-                return Reply.text(Self.ipxeMessage("Registration failed: \(error)", then: back))
+                return "Registered."
             }
-            return Reply.text(Self.ipxeMessage("Registered.", then: back))
         }
         // A backup or restore chosen at the PC's menu: the registration secret stands in
         // for an operator's login (LRS let the person at the PC start them too).
         r.add(.get, "/boot/:mac/task", .open) { [self] call in
-            let mac = try Validate.mac(Self.macFromURL(try call.parameter("mac")))
-            let back = "chain \(baseURL(call))/boot/\(mac)"
-            if let refusal = try await checkRegistrationSecret(call, call.query("secret")) {
-                await audit(call, actor: "boot:\(mac)", "task.create.refused", mac)
-                return Reply.text(Self.ipxeMessage("No task started: \(refusal.message)", then: back))
-            }
-            do {
+            try await withBootSecret(call, action: "task.create", failure: "No task started") { mac in
                 guard let kind = call.query("kind").flatMap(TaskKind.init(rawValue:)) else {
                     throw Fail.bad("kind must be backup or restore, found \"\(call.query("kind")?.prefix(20) ?? "")\"")
                 }
@@ -51,10 +37,8 @@ extension LifeboatServer {
                 let t = try await tasks.create(TaskInput(kind: kind, host: String(host.id!), image: kind == .restore ? call.query("image") : nil),
                                                by: "boot:\(mac)")
                 await audit(call, actor: "boot:\(mac)", "task.create", "task \(t.id!) \(kind.rawValue)")
-            } catch {
-                return Reply.text(Self.ipxeMessage("No task started: \(error)", then: back))
+                return nil
             }
-            return Reply.text("#!ipxe\n\(back)\n")
         }
         r.add(.get, "/boot/rescue/:file", .open) { [self] call in
             let name = try call.parameter("file")
@@ -84,6 +68,25 @@ extension LifeboatServer {
     func baseURL(_ call: Call) -> String {
         let host = call.request.head.authority ?? "\(config.httpHost):\(config.httpPort)"
         return "http://" + host.filter { !$0.isWhitespace && $0 != "\"" && $0 != "\\" }
+    }
+
+    /// The frame of a boot-menu action guarded by the registration secret: a refusal or an
+    /// error is shown on the PC for a few seconds; then (or at once, when `body` returns no
+    /// message) the PC goes back to its menu.
+    private func withBootSecret(_ call: Call, action: String, failure: String,
+                                _ body: (String) async throws -> String?) async throws -> Response {
+        let mac = try Validate.mac(Self.macFromURL(try call.parameter("mac")))
+        let back = "chain \(baseURL(call))/boot/\(mac)"
+        if let refusal = try await checkRegistrationSecret(call, call.query("secret")) {
+            await audit(call, actor: "boot:\(mac)", action + ".refused", mac)
+            return Reply.text(Self.ipxeMessage("\(failure): \(refusal.message)", then: back))
+        }
+        do {
+            guard let message = try await body(mac) else { return Reply.text("#!ipxe\n\(back)\n") }
+            return Reply.text(Self.ipxeMessage(message, then: back))
+        } catch {
+            return Reply.text(Self.ipxeMessage("\(failure): \(error)", then: back))
+        }
     }
 
     /// The registration secret guards registration and tasks started at the PC: off when
