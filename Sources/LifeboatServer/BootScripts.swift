@@ -118,9 +118,10 @@ extension LifeboatServer {
         let bootif = "BOOTIF=01-" + mac.replacingOccurrences(of: ":", with: "-")
         let local = MenuItem("local", key: "l", "Boot from the local disk", "echo Booting from the local disk\nexit")
         let shell = MenuItem("shell", key: "s", "Rescue shell", Self.rescue(base: base, args: "lifeboat.after=shell \(bootif)"))
-        let secretSet = !(try await settings().registrationSecret.isEmpty)
+        let settings = try await settings()
+        let secretSet = !settings.registrationSecret.isEmpty
         guard let (host, task) = found else {
-            if try await settings().refuseUnknownHosts {
+            if settings.refuseUnknownHosts {
                 log.write("boot: \(mac) is unknown; refused, sent to its disk")
                 return Self.ipxeMessage("This PC (\(mac)) is not registered with Lifeboat. Booting from the local disk.", then: "exit")
             }
