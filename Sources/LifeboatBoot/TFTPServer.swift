@@ -115,8 +115,11 @@ public final class TFTPServer: @unchecked Sendable {
                         handleRequest(Array(raw[0 ..< n]), from: address, port: port)
                     }
                 }
+                // One datagram per transfer per round: in lock-step the next ACK cannot be
+                // there yet, so draining would only add a recvfrom that fails with EAGAIN to
+                // every block; anything else waiting makes the next poll return at once.
                 for (i, s) in sessions.enumerated() where ready[i + 2] {
-                    while transfers[s.socket.fd] != nil, let (n, _, _) = s.socket.receive(into: raw) {
+                    if let (n, _, _) = s.socket.receive(into: raw) {
                         handle(UnsafeRawBufferPointer(rebasing: raw[0 ..< n]), session: s)
                     }
                 }
