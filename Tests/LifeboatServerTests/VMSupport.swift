@@ -106,7 +106,9 @@ class VMTestCase: XCTestCase {
 
     /// Runs QEMU with `machine` arguments (firmware, kernel or PXE, NIC, disk) until it
     /// exits (the rescue system powers off or reboots under -no-reboot) or `timeout`.
-    func runVM(_ name: String, _ machine: [String], timeout: Double = 420) throws -> Boot {
+    /// `memory` overrides the guest RAM of this run only.
+    func runVM(_ name: String, _ machine: [String], timeout: Double = 420, memory: String? = nil) throws -> Boot {
+        let memory = memory ?? self.memory
         let log = logs + "/\(name).serial.log"
         try? FileManager.default.removeItem(atPath: log)
         let start = Date()

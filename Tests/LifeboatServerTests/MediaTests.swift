@@ -1,0 +1,157 @@
+import Foundation
+import XCTest
+
+/// Boot media (docs/media.md): `lifeboat media build --image` makes a hybrid ISO; virtual
+/// PCs (QEMU, TCG) boot it from a CD drive (BIOS, then UEFI with OVMF) and from a USB stick
+/// holding the ISO byte for byte, find the medium, and restore the image offline onto a
+/// blank disk, which must then equal the source disk. A wrong pre-confirmation writes
+/// nothing. Serial logs stay in .build/media-test/.
+final class MediaTests: VMTestCase {
+    let serial = "LBTARGET01"
+
+    override func setUpWithError() throws {
+        try prepareLab(name: "media", subnet: "10.77.10", taps: 0)
+        for tool in ["grub-mkrescue", "xorriso", "mformat"] where shell("command -v \(tool)").status != 0 {
+            XCTFail("\(tool) is missing: run scripts/setup.sh (grub-common, grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools)")
+            throw CancellationError()
+        }
+    }
+
+    /// The source disk, its image in DATA/store, and an ISO of it built with `append`.
+    func makeMedium(append: String) throws -> (source: String, iso: String, imageID: String) {
+        let source = tmp + "/source.img"
+        try makeDisk(source)
+        let data = tmp + "/data"
+        let backup = try ok("\(q(lifeboatBinary)) backup \(q(source)) --store \(q(data))/store --name media-src")
+        let imageID = try XCTUnwrap(backup.split(separator: "\n").last.map(String.init))
+        let iso = tmp + "/restore.iso"
+        let start = Date()
+        let build = shell("\(q(lifeboatBinary)) media build --data \(q(data)) --out \(q(iso)) --image media-src --rescue \(q(rescue)) --append \(q(append)) 2>&1")
+        XCTAssertEqual(build.status, 0, build.out)
+        guard build.status == 0 else { throw CancellationError() }
+        measurements.append("media build: \(String(format: "%.1f", Date().timeIntervalSince(start))) s; "
+            + build.out.split(separator: "\n").filter { $0.hasPrefix("wrote") || $0.hasPrefix("image") }.joined(separator: "; "))
+        XCTAssert(build.out.contains("warning: this medium erases the confirmed disk without asking"), build.out)
+
+        // What the medium holds (docs/media.md), read back with xorriso.
+        let listing = try ok("xorriso -indev \(q(iso)) -find /lifeboat -exec lsdl 2>/dev/null")
+        for path in ["/lifeboat/vmlinuz", "/lifeboat/initrd.img", "/lifeboat/medium.id", "/lifeboat/media.json",
+                     "/lifeboat/store/config.json", "/lifeboat/store/lock", "/lifeboat/store/images/\(imageID).json"] {
+            XCTAssert(listing.contains("'\(path)'"), "\(path) missing from the ISO:\n\(listing)")
+        }
+        _ = try ok("xorriso -osirrox on -indev \(q(iso)) -extract /lifeboat/media.json \(q(tmp))/media.json -extract /boot/grub/grub.cfg \(q(tmp))/grub.cfg 2>/dev/null")
+        let info = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp + "/media.json"))) as? [String: Any])
+        XCTAssertEqual(info["format"] as? String, "lifeboat-media")
+        XCTAssertEqual(info["kind"] as? String, "restore")
+        XCTAssertEqual((info["image"] as? [String: Any])?["id"] as? String, imageID)
+        let grub = try String(contentsOfFile: tmp + "/grub.cfg", encoding: .utf8)
+        XCTAssert(grub.contains("lifeboat.medium=\(info["medium"] as? String ?? "?") lifeboat.image=\(imageID)"), grub)
+        // The store on the medium is the source's image and nothing more: `lifeboat verify`
+        // reads back every chunk of it from an extracted copy.
+        _ = try ok("xorriso -osirrox on -indev \(q(iso)) -extract /lifeboat/store \(q(tmp))/medium-store 2>/dev/null")
+        let verify = try ok("\(q(lifeboatBinary)) verify \(imageID) --store \(q(tmp))/medium-store")
+        XCTAssertFalse(verify.isEmpty)
+        XCTAssertEqual(try ok("\(q(lifeboatBinary)) images --store \(q(tmp))/medium-store --json").components(separatedBy: "\"id\"").count - 1, 1)
+        return (source, iso, imageID)
+    }
+
+    /// A blank target disk with a serial, on virtio.
+    func target(_ path: String, serial: String) throws -> [String] {
+        _ = try ok("truncate -s 64M \(q(path))")
+        return ["-drive", "file=\(path),format=raw,if=none,id=t", "-device", "virtio-blk-pci,drive=t,serial=\(serial)"]
+    }
+
+    func assertRestored(_ run: Boot, source: String, target: String, medium device: String,
+                        file: StaticString = #filePath, line: UInt = #line) throws {
+        XCTAssertTrue(run.exited, "the PC did not power off:\n\(tail(run.log))", file: file, line: line)
+        XCTAssertNotNil(run.marks["LIFEBOAT: DONE"], tail(run.log, 60), file: file, line: line)
+        XCTAssert(run.log.contains("on /dev/\(device)"), "the medium was not found on \(device):\n\(tail(run.log))", file: file, line: line)
+        XCTAssert(run.log.contains("LIFEBOAT: target /dev/vda (model unknown, serial \(serial), size 67108864) confirmed"), tail(run.log), file: file, line: line)
+        XCTAssertEqual(try ok("cmp \(q(source)) \(q(target)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same",
+                       file: file, line: line)
+        let loop = try ok("losetup -f --show -r --offset 1048576 --sizelimit \(63 << 20) \(q(target))")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { shell("losetup -d \(loop)") }
+        _ = try ok("e2fsck -fn \(loop)")
+    }
+
+    func testARestoreCDRestoresABIOSPCOffline() throws {
+        let m = try makeMedium(append: "console=ttyS0,115200 lifeboat.confirm=\(serial)")
+        let disk = tmp + "/target.img"
+        let run = try runVM("bios-cd", ["-machine", "pc", "-drive", "file=\(m.iso),media=cdrom,if=ide,readonly=on", "-boot", "d"]
+                            + target(disk, serial: serial), timeout: 240)
+        try assertRestored(run, source: m.source, target: disk, medium: "sr0")
+    }
+
+    /// OVMF boots the ISO's El Torito EFI image (GRUB x86_64-efi). 320 MiB: at 256 MiB,
+    /// Debian's GRUB 2.06 EFI `linux` command stops with "out of memory" (measured).
+    func testARestoreCDRestoresAUEFIPCOffline() throws {
+        guard FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_CODE_4M.fd") else {
+            XCTFail("OVMF is missing: run scripts/setup.sh (ovmf)")
+            return
+        }
+        let m = try makeMedium(append: "console=ttyS0,115200 lifeboat.confirm=\(serial)")
+        let disk = tmp + "/target.img"
+        _ = try ok("cp /usr/share/OVMF/OVMF_VARS_4M.fd \(q(tmp))/vars.fd")
+        let firmware = ["-machine", "q35",
+                        "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                        "-drive", "if=pflash,format=raw,unit=1,file=\(tmp)/vars.fd"]
+        let run = try runVM("uefi-cd", firmware + ["-drive", "file=\(m.iso),media=cdrom,if=none,id=cd,readonly=on",
+                                                   "-device", "ide-cd,drive=cd,bootindex=0"] + target(disk, serial: serial),
+                            timeout: 300, memory: "320")
+        try assertRestored(run, source: m.source, target: disk, medium: "sr0")
+    }
+
+    /// The ISO written as is onto a USB stick (xHCI, usb-storage): the PC boots it, the
+    /// stick shows up as a disk (sda) next to the target, and only the target is written.
+    func testTheISOOnAUSBStickBootsAndRestoresOntoTheOtherDisk() throws {
+        let m = try makeMedium(append: "console=ttyS0,115200 lifeboat.confirm=\(serial)")
+        let stick = tmp + "/stick.img"
+        _ = try ok("cp \(q(m.iso)) \(q(stick)) && truncate -s 128M \(q(stick))")
+        let disk = tmp + "/target.img"
+        let run = try runVM("bios-usb", ["-machine", "pc", "-device", "qemu-xhci,id=xhci",
+                                         "-drive", "if=none,id=stick,format=raw,file=\(stick)",
+                                         "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]
+                            + target(disk, serial: serial), timeout: 240)
+        try assertRestored(run, source: m.source, target: disk, medium: "sda")
+        let isoSize = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: m.iso)[.size] as? Int)
+        XCTAssertEqual(try ok("cmp -n \(isoSize) \(q(m.iso)) \(q(stick)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines),
+                       "same", "the stick was written to")
+    }
+
+    /// A medium pre-confirmed for another disk's serial writes nothing and says why.
+    func testAWrongConfirmationWritesNothing() throws {
+        let m = try makeMedium(append: "console=ttyS0,115200 lifeboat.confirm=NOT-THIS-DISK lifeboat.failwait=0")
+        let disk = tmp + "/target.img"
+        let args = try target(disk, serial: serial)
+        _ = try ok("printf 'LIFEBOAT-POISON' | dd of=\(q(disk)) conv=notrunc status=none && cp \(q(disk)) \(q(tmp))/before.img")
+        let run = try runVM("bios-wrong-confirm", ["-machine", "pc", "-drive", "file=\(m.iso),media=cdrom,if=ide,readonly=on", "-boot", "d"]
+                            + args, timeout: 240)
+        XCTAssertTrue(run.exited, tail(run.log))
+        XCTAssertNil(run.marks["LIFEBOAT: DONE"], tail(run.log))
+        XCTAssert(run.log.contains("lifeboat.confirm=NOT-THIS-DISK, but no disk has that serial; found: /dev/vda: model unknown, serial \"\(serial)\", 64.0 MiB"),
+                  tail(run.log))
+        XCTAssert(run.log.contains("LIFEBOAT: FAILED"), tail(run.log))
+        XCTAssertEqual(try ok("cmp \(q(tmp))/before.img \(q(disk)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
+    }
+
+    /// Bad command lines stop before anything is built, naming what was expected.
+    func testMediaBuildRefusesBadArguments() throws {
+        let out = tmp + "/x.iso"
+        for (args, expected) in [
+            ("", "give --image ID (offline restore) or --server URL (network medium)"),
+            ("--image abc --server http://10.0.0.1:8080", "--image and --server exclude each other"),
+            ("--server http://lifeboat.example:8080", "--server must be http://IPv4[:PORT]"),
+            ("--server 10.0.0.1", "--server must be http://IPv4[:PORT]"),
+            ("--image abc --append 'quiet; reboot'", "--append must be plain kernel parameters; found ';'"),
+        ] {
+            let r = shell("\(q(lifeboatBinary)) media build --data \(q(tmp)) --out \(q(out)) \(args) 2>&1")
+            XCTAssertEqual(r.status, 2, "\(args): \(r.out)")
+            XCTAssert(r.out.contains(expected), "\(args): \(r.out)")
+        }
+        let r = shell("\(q(lifeboatBinary)) media build --data \(q(tmp))/nothing --out \(q(out)) --image abcdef --rescue \(q(rescue)) 2>&1")
+        XCTAssertEqual(r.status, 1, r.out)
+        XCTAssert(r.out.contains("is not a Lifeboat store"), r.out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+}
