@@ -119,13 +119,13 @@ class VMTestCase: XCTestCase {
         let wanted = ["LIFEBOAT: init", "LIFEBOAT: network up", "LIFEBOAT: agent start", "LIFEBOAT: DONE", "LIFEBOAT: FAILED"]
         while p.isRunning, Date().timeIntervalSince(start) < timeout {
             usleep(200_000)
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let text = readLossy(log)
             for w in wanted where marks[w] == nil && text.contains(w) { marks[w] = Date().timeIntervalSince(start) }
         }
         let exited = !p.isRunning
         if !exited { kill(p.processIdentifier, SIGKILL) }
         p.waitUntilExit()
-        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let text = readLossy(log)
         for w in wanted where marks[w] == nil && text.contains(w) { marks[w] = Date().timeIntervalSince(start) }
         let seconds = Date().timeIntervalSince(start)
         measurements.append("\(name) (\(memory) MiB): QEMU ran \(String(format: "%.1f", seconds)) s; since QEMU start: "
@@ -135,6 +135,12 @@ class VMTestCase: XCTestCase {
             measurements.append("  \(name) guest: \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return Boot(log: text, exited: exited, seconds: seconds, marks: marks)
+    }
+
+    /// A serial log as text even when firmware wrote bytes that are not UTF-8 (GRUB on
+    /// OVMF does): a strict decode would return nothing and hide every marker.
+    func readLossy(_ path: String) -> String {
+        FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 
     func tail(_ text: String, _ n: Int = 40) -> String {
