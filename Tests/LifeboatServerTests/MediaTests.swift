@@ -8,9 +8,10 @@ import XCTest
 /// nothing. Serial logs stay in .build/media-test/.
 final class MediaTests: VMTestCase {
     let serial = "LBTARGET01"
+    let subnet = "10.77.10"
 
     override func setUpWithError() throws {
-        try prepareLab(name: "media", subnet: "10.77.10", taps: 0)
+        try prepareLab(name: "media", subnet: subnet, taps: 1)
         for tool in ["grub-mkrescue", "xorriso", "mformat"] where shell("command -v \(tool)").status != 0 {
             XCTFail("\(tool) is missing: run scripts/setup.sh (grub-common, grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools)")
             throw CancellationError()
@@ -133,6 +134,48 @@ final class MediaTests: VMTestCase {
                   tail(run.log))
         XCTAssert(run.log.contains("LIFEBOAT: FAILED"), tail(run.log))
         XCTAssertEqual(try ok("cmp \(q(tmp))/before.img \(q(disk)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
+    }
+
+    /// A network medium, for a PC whose NIC cannot PXE-boot: it boots from the CD, gets an
+    /// address by DHCP (busybox udhcpd), asks the server given at build time for this MAC's
+    /// task and runs it (a backup); the medium holds no token or secret.
+    func testANetworkMediumRunsThePCsQueuedTask() throws {
+        let conf = tmp + "/udhcpd.conf"
+        try "start \(subnet).100\nend \(subnet).150\ninterface lbbr0\nlease_file \(tmp)/udhcpd.leases\npidfile \(tmp)/udhcpd.pid\noption subnet 255.255.255.0\n"
+            .write(toFile: conf, atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: tmp + "/udhcpd.leases", contents: nil)
+        _ = try spawn(["busybox", "udhcpd", "-f", conf], log: tmp + "/udhcpd.log")
+        let server = try ServerProcess(config: "registration_secret = blue-pelican-42\n", http: "\(subnet).1:8080", netns: ns)
+        self.server = server
+        addTeardownBlock { XCTAssertEqual(server.stop(), 0, server.log) }
+        let mac = "52:54:00:77:10:01"
+        server.makeHost("media-pc", mac: mac)
+        let source = tmp + "/source.img"
+        try makeDisk(source)
+        let t = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"media-pc"}"#)
+        XCTAssertEqual(t.status, 201, t.body)
+        let id = try XCTUnwrap(t.json()["id"].map { "\($0)" })
+
+        let iso = tmp + "/network.iso"
+        let build = shell("\(q(lifeboatBinary)) media build --data \(q(server.data)) --out \(q(iso)) --server \(server.url) --rescue \(q(rescue)) --append 'console=ttyS0,115200 lifeboat.failwait=0' 2>&1")
+        XCTAssertEqual(build.status, 0, build.out)
+        measurements.append("network media build: " + build.out.split(separator: "\n").filter { $0.hasPrefix("wrote") }.joined())
+        // No secret on the medium: neither the registration secret nor any token.
+        _ = try ok("xorriso -osirrox on -indev \(q(iso)) -extract /lifeboat \(q(tmp))/medium -extract /boot/grub/grub.cfg \(q(tmp))/medium/grub.cfg 2>/dev/null")
+        XCTAssertEqual(shell("grep -rl 'blue-pelican-42\\|lbk_\\|lbt_' \(q(tmp))/medium --exclude=initrd.img --exclude=vmlinuz").out, "")
+        XCTAssert(try String(contentsOfFile: tmp + "/medium/grub.cfg", encoding: .utf8).contains("lifeboat.server=\(server.url) lifeboat.after=reboot"))
+
+        let run = try runVM("bios-network", ["-machine", "pc", "-drive", "file=\(iso),media=cdrom,if=ide,readonly=on", "-boot", "d",
+                                             "-netdev", "tap,id=n0,ifname=lbtap0,script=no,downscript=no",
+                                             "-device", "virtio-net-pci,netdev=n0,mac=\(mac)",
+                                             "-drive", "file=\(source),format=raw,if=virtio"], timeout: 300)
+        let done = task(id)
+        XCTAssertEqual(done["state"] as? String, "done", "task \(done)\nserial:\n\(tail(run.log, 60))\nserver:\n\(tail(server.log))")
+        XCTAssertTrue(run.exited, "the PC did not reboot after its task:\n\(tail(run.log))")
+        XCTAssert(run.log.contains("has a task for \(mac)"), tail(run.log))
+        let imageID = try XCTUnwrap(done["imageID"] as? String)
+        let verify = server.call("POST", "/api/v1/images/\(imageID)/verify", token: server.admin)
+        XCTAssertEqual(verify.json()["ok"] as? Bool, true, verify.body)
     }
 
     /// Bad command lines stop before anything is built, naming what was expected.
