@@ -32,7 +32,8 @@ final class MediaTests: VMTestCase {
         guard build.status == 0 else { throw CancellationError() }
         measurements.append("media build: \(String(format: "%.1f", Date().timeIntervalSince(start))) s; "
             + build.out.split(separator: "\n").filter { $0.hasPrefix("wrote") || $0.hasPrefix("image") }.joined(separator: "; "))
-        XCTAssert(build.out.contains("warning: this medium erases the confirmed disk without asking"), build.out)
+        XCTAssertEqual(build.out.contains("warning: this medium erases the confirmed disk without asking"),
+                       append.contains("lifeboat.confirm="), build.out)
 
         // What the medium holds (docs/media.md), read back with xorriso.
         let listing = try ok("xorriso -indev \(q(iso)) -find /lifeboat -exec lsdl 2>/dev/null")
@@ -118,6 +119,43 @@ final class MediaTests: VMTestCase {
         let isoSize = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: m.iso)[.size] as? Int)
         XCTAssertEqual(try ok("cmp -n \(isoSize) \(q(m.iso)) \(q(stick)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines),
                        "same", "the stick was written to")
+    }
+
+    /// Without pre-confirmation the PC lists the disks and waits; typing the target's serial
+    /// on the console (the serial port, a FIFO here) starts the restore.
+    func testTheOperatorConfirmsTheDiskByTypingItsSerial() throws {
+        let m = try makeMedium(append: "console=ttyS0,115200")
+        let disk = tmp + "/target.img"
+        let args = try target(disk, serial: serial)
+        let fifo = tmp + "/console"
+        _ = try ok("mkfifo \(q(fifo)).in \(q(fifo)).out")
+        let log = logs + "/bios-typed.serial.log"
+        let reader = try spawn(["sh", "-c", "cat \(q(fifo)).out > \(q(log))"], log: tmp + "/reader.log")
+        let start = Date()
+        let qemu = try spawn(["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1", "-display", "none",
+                              "-nodefaults", "-monitor", "none", "-serial", "pipe:" + fifo, "-no-reboot", "-machine", "pc",
+                              "-drive", "file=\(m.iso),media=cdrom,if=ide,readonly=on", "-boot", "d"] + args,
+                             log: logs + "/bios-typed.qemu.log")
+        var asked: Double?
+        while qemu.isRunning, Date().timeIntervalSince(start) < 240 {
+            usleep(200_000)
+            if asked == nil, readLossy(log).contains("Type the serial of the disk to erase (\"\(serial)\")") {
+                asked = Date().timeIntervalSince(start)
+                // Nothing is written while the question waits.
+                XCTAssertEqual(try ok("cmp -s \(q(disk)) /dev/zero -n 67108864; echo $?").trimmingCharacters(in: .whitespacesAndNewlines), "0")
+                _ = try ok("printf '\(serial)\\n' > \(q(fifo)).in")
+            }
+        }
+        if qemu.isRunning { kill(qemu.processIdentifier, SIGKILL) }
+        qemu.waitUntilExit()
+        reader.waitUntilExit()
+        let text = readLossy(log)
+        measurements.append("bios-typed: asked after \(asked.map { String(format: "%.1f", $0) } ?? "-") s, QEMU ran \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        XCTAssertNotNil(asked, "no question on the console:\n\(tail(text))")
+        XCTAssert(text.contains("  /dev/vda: model unknown, serial \"\(serial)\", 64.0 MiB"), tail(text))
+        XCTAssert(text.contains("LIFEBOAT: target /dev/vda (model unknown, serial \(serial), size 67108864) confirmed"), tail(text))
+        XCTAssert(text.contains("LIFEBOAT: DONE"), tail(text))
+        XCTAssertEqual(try ok("cmp \(q(m.source)) \(q(disk)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
     }
 
     /// A medium pre-confirmed for another disk's serial writes nothing and says why.
