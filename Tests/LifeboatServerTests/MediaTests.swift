@@ -216,6 +216,50 @@ final class MediaTests: VMTestCase {
         XCTAssertEqual(verify.json()["ok"] as? Bool, true, verify.body)
     }
 
+    /// The web UI (admins only): a build runs in the background, the page follows it to
+    /// "done" and offers the ISO, which holds the image; bad requests say why.
+    func testAdminsBuildAndDownloadAMediumInTheWebUI() throws {
+        let server = try ServerProcess()
+        self.server = server
+        addTeardownBlock { XCTAssertEqual(server.stop(), 0, server.log) }
+        _ = try ok("mkdir -p \(q(server.data))/rescue && ln -sf \(q(rescue))/vmlinuz \(q(rescue))/initrd.img \(q(server.data))/rescue/")
+        server.makeHost("pc-ui", mac: "52:54:00:77:10:09")
+        let source = tmp + "/source.img"
+        try makeDisk(source)
+        let b = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"pc-ui"}"#)
+        let agentToken = try XCTUnwrap(b.json()["agentToken"] as? String, b.body)
+        _ = try ok("\(q(lifeboatBinary)) agent --server \(server.url) --token \(agentToken) --disk \(q(source)) 2>&1")
+        let imageID = try XCTUnwrap(task(try XCTUnwrap(b.json()["id"].map { "\($0)" }))["imageID"] as? String)
+
+        let op = try server.token(user: "otto", role: "operator")
+        XCTAssertEqual(server.call("GET", "/media", token: op).status, 403)
+        XCTAssertEqual(server.call("POST", "/media", token: op, form: "kind=restore&image=\(imageID)").status, 403)
+        let badServer = server.call("POST", "/media", token: server.admin, form: "kind=network&server=http://lifeboat.example:8080")
+        XCTAssertEqual(badServer.status, 400)
+        XCTAssert(badServer.body.contains("the server must be http://IPv4[:PORT]"), badServer.body)
+        XCTAssertEqual(server.call("POST", "/media", token: server.admin, form: "kind=restore&image=abcdef0").status, 404)
+        XCTAssertEqual(server.call("POST", "/media", token: server.admin, form: "kind=burn").status, 400)
+
+        let started = server.call("POST", "/media", token: server.admin, form: "kind=restore&image=\(imageID)")
+        XCTAssertEqual(started.status, 303, started.body)
+        var page = ""
+        let deadline = Date() + 120
+        repeat {
+            usleep(300_000)
+            page = server.call("GET", "/media", token: server.admin).body
+        } while page.contains("state-building") && Date() < deadline
+        XCTAssert(page.contains("state-done") && page.contains("100 % done"), page)
+        XCTAssert(page.contains("offline restore of media-src (\(imageID.prefix(12)))") || page.contains("(\(imageID.prefix(12)))"), page)
+        let file = try XCTUnwrap(page.firstMatch(#"href="/media/(lifeboat-[0-9a-f]{16}\.iso)""#), page)
+        let iso = tmp + "/ui.iso"
+        _ = try ok("curl -sf -H 'Authorization: Bearer \(server.admin)' -o \(q(iso)) \(server.url)/media/\(file)")
+        _ = try ok("cmp \(q(iso)) \(q(server.data))/media/\(file)")
+        let listing = try ok("xorriso -indev \(q(iso)) -find /lifeboat -exec lsdl 2>/dev/null")
+        XCTAssert(listing.contains("'/lifeboat/store/images/\(imageID).json'"), listing)
+        XCTAssertEqual(server.call("GET", "/media/lifeboat.sqlite", token: server.admin).status, 404)
+        XCTAssertEqual(server.call("GET", "/media/\(file)", token: op).status, 403)
+    }
+
     /// Bad command lines stop before anything is built, naming what was expected.
     func testMediaBuildRefusesBadArguments() throws {
         let out = tmp + "/x.iso"
