@@ -1,5 +1,6 @@
 import LifeboatControl
 @testable import LifeboatClient
+@testable import LifeboatEngine
 import XCTest
 
 /// The pure parts of boot media (docs/media.md): the kernel parameters, which disk an
@@ -82,6 +83,31 @@ final class BootMediaTests: XCTestCase {
         XCTAssertEqual(OfflineTarget.wholeDisk(of: "/dev/sda1", sysRoot: root), "sda")
         XCTAssertEqual(OfflineTarget.wholeDisk(of: "/dev/sda", sysRoot: root), "sda")
         XCTAssertEqual(OfflineTarget.wholeDisk(of: "/dev/sr0", sysRoot: root), "sr0")
+    }
+
+    func testTheMenuAndWhatMayGoIntoIt() {
+        for good in ["http://10.0.0.5:8080", "http://10.0.0.5", "http://192.168.1.2:80/lifeboat"] {
+            XCTAssert(MediaLayout.isNumericServerURL(good), good)
+        }
+        for bad in ["https://10.0.0.5", "http://lifeboat:8080", "http://10.0.0.5:0", "http://10.0.0.5:99999", "10.0.0.5:8080",
+                    "http://10.0.0.5:8080/a b", "http://10.0.0.5:8080/$(reboot)", "http://[::1]:8080", "http://10.0.0.256"] {
+            XCTAssertFalse(MediaLayout.isNumericServerURL(bad), bad)
+        }
+        XCTAssertNil(MediaLayout.badAppendCharacter("console=ttyS0,115200 lifeboat.confirm=WD-123 quiet"))
+        XCTAssertEqual(MediaLayout.badAppendCharacter("quiet; reboot"), "';'")
+        XCTAssertEqual(MediaLayout.badAppendCharacter("a\nb"), "a control or non-ASCII character (U+A)")
+        XCTAssertEqual(MediaLayout.badAppendCharacter("x=${y}"), "'$'")
+        let cfg = MediaLayout.grubConfig(medium: "0123456789abcdef", entries: [
+            .init(title: "Restore image it's 'mine' \u{1b}[2J", parameters: "lifeboat.medium=0123456789abcdef lifeboat.image=ab12cd"),
+        ], append: "lifeboat.confirm=X")
+        XCTAssert(cfg.contains("menuentry 'Restore image it_s _mine_ _[2J' {"), cfg)
+        XCTAssert(cfg.contains("linux /lifeboat/vmlinuz console=ttyS0,115200 console=tty0 panic=10 lifeboat.medium=0123456789abcdef lifeboat.image=ab12cd lifeboat.confirm=X\n"), cfg)
+        XCTAssert(cfg.contains("initrd /lifeboat/initrd.img"), cfg)
+        var r = MediaRequest(kind: .network(server: "http://lifeboat"), rescueDirectory: "/x", output: "/y.iso")
+        XCTAssertEqual(r.problem(), "the server must be http://IPv4[:PORT] (the rescue system has no DNS resolver), found \"http://lifeboat\"")
+        r.kind = .restore(image: "abc")
+        r.append = "a|b"
+        XCTAssert(r.problem()?.hasPrefix("the extra kernel parameters must be plain parameters; found '|'") == true)
     }
 
     func testTheTaskTokenInABootScript() {
