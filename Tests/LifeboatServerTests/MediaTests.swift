@@ -5,7 +5,8 @@ import XCTest
 /// PCs (QEMU, TCG) boot it from a CD drive (BIOS, then UEFI with OVMF) and from a USB stick
 /// holding the ISO byte for byte, find the medium, and restore the image offline onto a
 /// blank disk, which must then equal the source disk. A wrong pre-confirmation writes
-/// nothing. Serial logs stay in .build/media-test/.
+/// nothing; a typed confirmation works; a network medium runs the PC's queued task; the web
+/// UI builds and serves media. Serial logs stay in .build/media-test/.
 final class MediaTests: VMTestCase {
     let serial = "LBTARGET01"
     let subnet = "10.77.10"
