@@ -85,7 +85,9 @@ fi
 # 3. Modules: the list below, closed over modules.dep and softdeps, in load order.
 modules="virtio_pci virtio_net e1000 e1000e igb r8169 tg3 bnx2
          virtio_blk virtio_scsi ahci nvme sd_mod usb-storage xhci_pci ehci_pci ohci_pci uhci_hcd
-         af_packet crc32c_generic ext4"
+         af_packet crc32c_generic ext4
+         isofs cdrom sr_mod ata_piix uas nls_utf8"
+# (The second line: boot media, docs/media.md — CD drives on IDE/SATA, USB sticks, ISO 9660.)
 order="$work/load-order"
 : > "$order.tmp"
 for m in $modules; do

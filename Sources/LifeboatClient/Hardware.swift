@@ -28,7 +28,8 @@ public enum HardwareScan {
             else { continue }
             // /sys/block/X/size counts 512-byte units whatever the logical sector size.
             let wwid = read(dir + "/device/wwid") ?? read(dir + "/wwid")
-            out.append(Disk(name: name, size: sectors * 512, serial: read(dir + "/device/serial") ?? wwid,
+            // virtio-blk puts its serial beside size, not under device/.
+            out.append(Disk(name: name, size: sectors * 512, serial: read(dir + "/device/serial") ?? read(dir + "/serial") ?? wwid,
                             wwn: wwid, model: read(dir + "/device/model")))
         }
         return out

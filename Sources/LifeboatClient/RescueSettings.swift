@@ -72,6 +72,11 @@ public struct RescueSettings: Equatable, Sendable {
     public var failWait = 30
     /// The booting NIC's MAC, lowercase `aa:bb:cc:dd:ee:ff`.
     public var bootMAC: String?
+    /// Boot media (docs/media.md): the medium's ID, the image to restore offline from it,
+    /// and the serial of the disk that restore may erase without asking.
+    public var medium: String?
+    public var image: String?
+    public var confirm: String?
     /// Problems found, one line each, for the console.
     public var warnings: [String] = []
 
@@ -87,7 +92,7 @@ public struct RescueSettings: Equatable, Sendable {
             let key = p.key
             guard key.hasPrefix("lifeboat.") || key == "BOOTIF" else { continue }
             let known = ["lifeboat.server", "lifeboat.token", "lifeboat.disk", "lifeboat.after",
-                         "lifeboat.failwait", "BOOTIF"]
+                         "lifeboat.failwait", "lifeboat.medium", "lifeboat.image", "lifeboat.confirm", "BOOTIF"]
             guard known.contains(key) else {
                 s.warnings.append("unknown parameter \(shown(key)) ignored (known: \(known.joined(separator: ", ")))")
                 continue
@@ -105,7 +110,7 @@ public struct RescueSettings: Equatable, Sendable {
                 s.clear(key)
                 continue
             }
-            guard value.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) || key == "lifeboat.disk" else {
+            guard value.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) || key == "lifeboat.disk" || key == "lifeboat.confirm" else {
                 s.warnings.append("\(key) holds spaces or control characters; ignored")
                 s.clear(key)
                 continue
@@ -134,6 +139,29 @@ public struct RescueSettings: Equatable, Sendable {
                     s.warnings.append("lifeboat.after must be reboot, poweroff or shell, found \(shown(value)); using reboot")
                     s.after = .reboot
                 }
+            case "lifeboat.medium":
+                if isHex(value, 1 ... 64) {
+                    s.medium = value.lowercased()
+                } else {
+                    s.warnings.append("lifeboat.medium must be 1 to 64 hex digits, found \(shown(value)); ignored")
+                    s.medium = nil
+                }
+            case "lifeboat.image":
+                if isHex(value, 6 ... 64) {
+                    s.image = value.lowercased()
+                } else {
+                    s.warnings.append("lifeboat.image must be an image ID (6 to 64 hex digits), found \(shown(value)); ignored")
+                    s.image = nil
+                }
+            case "lifeboat.confirm":
+                // A serial: printable, spaces allowed inside (quoted on the command line).
+                if !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }),
+                   !value.trimmingCharacters(in: " ").isEmpty {
+                    s.confirm = value
+                } else {
+                    s.warnings.append("lifeboat.confirm must be a disk serial, found \(shown(value)); ignored")
+                    s.confirm = nil
+                }
             case "lifeboat.failwait":
                 if let n = Int(value), n >= 0, n <= maxFailWait {
                     s.failWait = n
@@ -160,8 +188,15 @@ public struct RescueSettings: Equatable, Sendable {
         case "lifeboat.disk": disk = nil
         case "lifeboat.after": after = .reboot
         case "lifeboat.failwait": failWait = 30
+        case "lifeboat.medium": medium = nil
+        case "lifeboat.image": image = nil
+        case "lifeboat.confirm": confirm = nil
         default: bootMAC = nil
         }
+    }
+
+    static func isHex(_ s: String, _ lengths: ClosedRange<Int>) -> Bool {
+        lengths.contains(s.utf8.count) && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 102) }
     }
 
     /// `01-aa-bb-cc-dd-ee-ff` (pxelinux: hardware type 1 = Ethernet, then the MAC) or a bare
@@ -198,6 +233,8 @@ public struct RescueSettings: Equatable, Sendable {
         add("LIFEBOAT_AFTER", after.rawValue)
         add("LIFEBOAT_FAILWAIT", String(failWait))
         add("LIFEBOAT_MAC", bootMAC)
+        add("LIFEBOAT_MEDIUM", medium)
+        add("LIFEBOAT_IMAGE", image)
         return lines.joined(separator: "\n") + "\n"
     }
 

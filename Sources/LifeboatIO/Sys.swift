@@ -241,8 +241,12 @@ public final class FileLock: @unchecked Sendable {
     private let fd: Int32
 
     public init(path: String, exclusive: Bool, wait: Bool = true) throws {
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // A store on read-only media (a boot CD, docs/media.md): nobody can change it, but a
+        // shared lock on a read-only descriptor still works and keeps one code path.
+        if fd < 0 && errno == EROFS && !exclusive { fd = open(path, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { throw SysError("open", path) }
+        self.fd = fd
         let op = (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB)
         while flock(fd, op) != 0 {
             if errno == EINTR { continue }

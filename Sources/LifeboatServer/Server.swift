@@ -23,6 +23,8 @@ public final class LifeboatServer: Sendable {
     let tasks: TaskHub
     let setup: SetupGate
     let log: ServerLog
+    /// Boot media built from the web UI (MediaPages.swift).
+    let mediaJobs = MediaJobs()
     /// Set when SIGTERM starts a graceful shutdown: open event streams end so it can finish.
     let stopping = AtomicFlag()
 
@@ -58,6 +60,7 @@ public final class LifeboatServer: Sendable {
         registerAgentAPI(table)
         registerPages(table)
         registerBootScripts(table)
+        registerMediaPages(table)
         return (router, table)
     }
 

@@ -4,7 +4,7 @@
 enum Templates {
     static let all: [String: String] = [
         "layout": layout, "login": login, "setup": setup, "dashboard": dashboard, "hosts": hosts, "host": host,
-        "images": images, "tasks": tasks, "task": task, "schedules": schedules, "settings": settings,
+        "images": images, "media": media, "tasks": tasks, "task": task, "schedules": schedules, "settings": settings,
         "users": users, "audit": audit, "error": error,
     ]
 
@@ -15,7 +15,7 @@ enum Templates {
     <body>
     {{#user}}
     <header><a class="brand" href="/">Lifeboat</a>
-    <nav><a href="/">Dashboard</a><a href="/hosts">Hosts</a><a href="/images">Images</a><a href="/tasks">Tasks</a><a href="/schedules">Schedules</a>{{#admin}}<a href="/settings">Settings</a><a href="/users">Users</a><a href="/audit">Audit log</a>{{/admin}}</nav>
+    <nav><a href="/">Dashboard</a><a href="/hosts">Hosts</a><a href="/images">Images</a><a href="/tasks">Tasks</a><a href="/schedules">Schedules</a>{{#admin}}<a href="/media">Boot media</a><a href="/settings">Settings</a><a href="/users">Users</a><a href="/audit">Audit log</a>{{/admin}}</nav>
     <form method="post" action="/logout" class="who"><span>{{name}} ({{role}})</span><input type="hidden" name="csrf" value="{{csrf}}"><button>Log out</button></form>
     </header>
     {{/user}}
@@ -135,6 +135,25 @@ enum Templates {
     {{^images}}<p class="muted">None yet.</p>{{/images}}
     {{#hasImages}}<table><tr><th>Name</th><th>ID</th><th>Created</th><th>Saved</th></tr>
     {{#images}}<tr><td>{{name}}</td><td><code>{{shortID}}</code></td><td>{{created}}</td><td>{{sizeText}}</td></tr>{{/images}}</table>{{/hasImages}}
+    {{/content}}{{/layout}}
+    """
+
+    static let media = """
+    {{<layout}}{{$content}}
+    {{#building}}<meta http-equiv="refresh" content="2">{{/building}}
+    <h1>Boot media</h1>
+    <p>A CD or USB stick image (hybrid ISO, BIOS and UEFI) of the rescue system; write it to a stick as is (dd). It holds no password, token or registration secret (docs/media.md).</p>
+    <form method="post" action="/media" class="grid"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="kind" value="restore">
+    <label>Offline restore of <select name="image">{{#images}}<option value="{{id}}">{{name}} ({{shortID}})</option>{{/images}}</select></label>
+    <button id="build-restore">Build</button></form>
+    <form method="post" action="/media" class="grid"><input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="kind" value="network">
+    <label>Network flow (PCs that cannot PXE-boot), server <input name="server" value="{{server}}"></label>
+    <button id="build-network">Build</button></form>
+    <h2>Builds</h2>
+    {{^jobs}}<p class="muted">None yet.</p>{{/jobs}}
+    <table id="media">{{#jobs}}<tr><td>{{what}}</td><td>{{by}}</td><td class="nowrap">{{started}}</td><td class="state-{{state}}">{{state}}</td>
+    <td class="wide"><progress max="100" value="{{percent}}"></progress> {{percent}} % {{step}}{{#error}} <span class="error">{{.}}</span>{{/error}}</td>
+    <td>{{#file}}<a href="/media/{{.}}">{{.}}</a>{{/file}} {{size}}</td></tr>{{/jobs}}</table>
     {{/content}}{{/layout}}
     """
 

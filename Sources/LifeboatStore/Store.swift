@@ -146,6 +146,42 @@ public final class Store: @unchecked Sendable {
         }
     }
 
+    /// A chunk as stored (compressed bytes and codec), after checking that it decodes to
+    /// bytes hashing to its ID: for copying chunks into another store (a boot medium's,
+    /// docs/media.md) without recompressing them and without copying a corrupt one.
+    public func readStored(_ ref: ChunkRef, zstd: Zstd) throws -> (stored: [UInt8], codec: Codec) {
+        let (loc, file) = try mutex.withLock { () -> (Location, FileDevice) in
+            guard let loc = index[ref.id] else { throw StoreError("chunk \(ref.id) is missing from the store") }
+            if let f = openPacks[loc.pack] { return (loc, f) }
+            let f = try FileDevice(path: packPaths[Int(loc.pack)])
+            openPacks[loc.pack] = f
+            return (loc, f)
+        }
+        guard Int(loc.raw) == ref.length else {
+            throw StoreError("chunk \(ref.id): the store holds \(loc.raw) bytes, the image expects \(ref.length)")
+        }
+        let stored = try file.read(at: loc.offset, count: Int(loc.stored))
+        var raw = [UInt8](repeating: 0, count: ref.length)
+        let where_ = "chunk \(ref.id) (\(packPaths[Int(loc.pack)]) at \(loc.offset))"
+        do {
+            try raw.withUnsafeMutableBytes { dst in
+                switch loc.codec {
+                case .none:
+                    guard stored.count == dst.count else { throw StoreError("stored length \(stored.count) is not \(dst.count)") }
+                    stored.withUnsafeBytes { dst.copyMemory(from: $0) }
+                case .zstd:
+                    try stored.withUnsafeBytes { try zstd.decompress($0, into: dst) }
+                }
+            }
+        } catch {
+            throw StoreError("\(where_) is corrupt: \(error)")
+        }
+        guard raw.withUnsafeBytes({ ChunkID(hashing: $0) }) == ref.id else {
+            throw StoreError("\(where_) is corrupt: its bytes do not hash to its ID")
+        }
+        return (stored, loc.codec)
+    }
+
     /// Starts writing chunks for one backup.
     public func makeSink() throws -> PackSink {
         removeStaleTemporaries()

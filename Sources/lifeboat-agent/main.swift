@@ -46,6 +46,15 @@ struct RescueAgent: ParsableCommand {
     @Option(help: "Only tell the server that the task failed, with this reason (/init uses it when an agent was killed, e.g. out of memory).")
     var reportFailure: String?
 
+    @Option(help: "Restore lifeboat.image= offline from the store in this directory (a boot medium's, docs/media.md); no server.")
+    var offlineStore: String?
+
+    @Option(help: "The device the boot medium was mounted from: its disk is never a restore target.")
+    var mediumDevice: String?
+
+    @Option(help: "Only ask the server (lifeboat.server=) which task this MAC has and print its token (a network medium, docs/media.md); exit 3 when none.")
+    var lookupTask: String?
+
     func settings() -> RescueSettings {
         var s: RescueSettings
         if let bytes = readFile(cmdline) {
@@ -68,6 +77,38 @@ struct RescueAgent: ParsableCommand {
         for w in s.warnings { writeStderr("lifeboat-agent: warning: \(w)\n") }
         if printEnv {
             print(s.shellAssignments(), terminator: "")
+            return
+        }
+        if let offlineStore {
+            guard let image = s.image else {
+                writeStderr("lifeboat-agent: --offline-store needs lifeboat.image= on the kernel command line\n")
+                Glibc.exit(2)
+            }
+            var o = OfflineRestore.Options(store: offlineStore, image: image)
+            o.mediumDevice = mediumDevice
+            o.disk = s.disk
+            o.confirm = s.confirm
+            o.progressInterval = progressEvery
+            do {
+                _ = try OfflineRestore.run(o)
+            } catch {
+                writeStderr("lifeboat-agent: FAILED: \(error)\n")
+                Glibc.exit(1)
+            }
+            return
+        }
+        if let mac = lookupTask {
+            guard let serverText = s.server, let url = try? HTTPURL(parsing: serverText) else {
+                writeStderr("lifeboat-agent: --lookup-task needs lifeboat.server=http://ADDRESS[:PORT]\n")
+                Glibc.exit(2)
+            }
+            do {
+                guard let token = try BootScriptTask.lookup(server: url, mac: mac) else { Glibc.exit(3) }
+                print(token)
+            } catch {
+                writeStderr("lifeboat-agent: cannot ask \(url) for this PC's task: \(error)\n")
+                Glibc.exit(1)
+            }
             return
         }
         guard let serverText = s.server, let token = s.token else {

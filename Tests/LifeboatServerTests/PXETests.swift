@@ -47,7 +47,7 @@ final class PXETests: VMTestCase {
         let serverLog = server.data + "/logs/lifeboat.log"
         var stage = 0
         let run = try runVM("bios-backup", ["-machine", "pc"] + nic(mac) + disk(source), timeout: 480, monitor: monitor) {
-            let log = (try? String(contentsOfFile: serverLog, encoding: .utf8)) ?? ""
+            let log = self.readLossy(serverLog)
             // Each script served is a server log line; the menu is on screen a moment later.
             if stage == 0, log.contains("boot: \(mac) is unknown; registration menu") {
                 stage = 1
@@ -66,7 +66,7 @@ final class PXETests: VMTestCase {
         let host = server.call("GET", "/api/v1/hosts/lab-pc1", token: server.admin).json()
         XCTAssertEqual(host["macs"] as? [String], [mac], "registered at the menu:\n\(tail(server.log))")
         let tasks = server.call("GET", "/api/v1/tasks?host=lab-pc1", token: server.admin).jsonArray()
-        XCTAssertEqual(tasks.count, 1, "\(tasks)\nserver log:\n\((try? String(contentsOfFile: serverLog, encoding: .utf8)) ?? "")")
+        XCTAssertEqual(tasks.count, 1, "\(tasks)\nserver log:\n\(readLossy(serverLog))")
         let id = try XCTUnwrap(tasks.first?["id"].map { "\($0)" })
         let done = task(id)
         XCTAssertEqual(done["state"] as? String, "done", "task \(done)\nserial:\n\(tail(run.log, 60))\nserver:\n\(tail(server.log))")
