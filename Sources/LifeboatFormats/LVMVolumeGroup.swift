@@ -221,15 +221,48 @@ public struct VolumeGroup: Equatable, Sendable {
 
     public func logicalVolume(_ name: String) -> LogicalVolume? { logicalVolumes.first { $0.name == name } }
 
-    /// Where an LV's bytes live on its PVs.
-    public func map(_ name: String) throws -> VolumeMap {
+    /// Where an LV's bytes live on its PVs. Mirrored segments are read from image `leg`
+    /// (the last image when there are fewer); a restore writes every leg, so `legCount` maps.
+    public func map(_ name: String, leg: Int = 0) throws -> VolumeMap {
         var visiting: Set<String> = []
-        let pieces = try resolve(name, depth: 0, visiting: &visiting)
+        let pieces = try resolve(name, leg: max(0, leg), depth: 0, visiting: &visiting)
         let size = try Checked.mul(logicalVolume(name)!.extentCount, extentBytes)
         return VolumeMap(size: size, pieces: pieces)
     }
 
-    func resolve(_ name: String, depth: Int, visiting: inout Set<String>) throws -> [VolumeMap.Piece] {
+    /// The most images any mirrored segment of `name` (or of its sub-LVs) has; 1 when none.
+    public func legCount(_ name: String) -> Int {
+        var visiting: Set<String> = []
+        func count(_ n: String, _ depth: Int) -> Int {
+            guard depth <= Self.maxDepth, visiting.insert(n).inserted, let lv = logicalVolume(n) else { return 1 }
+            defer { visiting.remove(n) }
+            return lv.segments.map { seg -> Int in
+                switch seg.kind {
+                case .mirrored(let images): max(images.count, images.map { count($0.pv, depth + 1) }.max() ?? 1)
+                case .raid0(_, let images): images.map { count($0, depth + 1) }.max() ?? 1
+                default: 1
+                }
+            }.max() ?? 1
+        }
+        return count(name, 0)
+    }
+
+    /// Sub-LVs that hold an LV's data (mirror legs, raid images): mapped through their parent.
+    public var imageNames: Set<String> {
+        var out: Set<String> = []
+        for lv in logicalVolumes {
+            for seg in lv.segments {
+                switch seg.kind {
+                case .mirrored(let images): out.formUnion(images.map(\.pv))
+                case .raid0(_, let images): out.formUnion(images)
+                default: break
+                }
+            }
+        }
+        return out
+    }
+
+    func resolve(_ name: String, leg: Int, depth: Int, visiting: inout Set<String>) throws -> [VolumeMap.Piece] {
         guard depth <= Self.maxDepth else { throw FormatError(.tooMany, "LV \(name): sub-volumes nested deeper than \(Self.maxDepth)") }
         guard let lv = logicalVolume(name) else { throw FormatError(.badValue, "LV \(name) is referenced but not defined") }
         guard visiting.insert(name).inserted else { throw FormatError(.loop, "LV \(name) contains itself") }
@@ -248,10 +281,10 @@ public struct VolumeGroup: Equatable, Sendable {
                 out.append(try VolumeMap.Piece(lvStart: start, length: length,
                                                chunk: areas.count == 1 ? length : sectors * LVM2.sectorBytes, runs: runs))
             case .mirrored(let images):
-                // Any one leg is a full copy; the first is read.
-                let leg = images[0]
-                let sub = try resolve(leg.pv, depth: depth + 1, visiting: &visiting)
-                let from = try Checked.mul(leg.firstExtent, extentBytes)
+                // Any one leg is a full copy.
+                let image = images[min(leg, images.count - 1)]
+                let sub = try resolve(image.pv, leg: leg, depth: depth + 1, visiting: &visiting)
+                let from = try Checked.mul(image.firstExtent, extentBytes)
                 out += try VolumeMap.slice(sub, from: from, length: length, to: start)
             case .raid0(let sectors, let images):
                 guard seg.extentCount % UInt64(images.count) == 0 else {
@@ -259,7 +292,7 @@ public struct VolumeGroup: Equatable, Sendable {
                 }
                 let per = length / UInt64(images.count)
                 let runs = try images.map { image -> VolumeMap.Run in
-                    let sub = try resolve(image, depth: depth + 1, visiting: &visiting)
+                    let sub = try resolve(image, leg: leg, depth: depth + 1, visiting: &visiting)
                     guard sub.count == 1, sub[0].runs.count == 1, sub[0].length >= per else {
                         throw FormatError(.unsupported, "LV \(name): raid0 image \(image) is not one linear run")
                     }

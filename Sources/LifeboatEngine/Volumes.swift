@@ -1,0 +1,165 @@
+import LifeboatFormats
+import LifeboatIO
+
+/// What a backup saves of one logical volume (issue #8). The bytes are saved as part of the
+/// partition that holds the PV, at their PV offsets, so a partition restore rewrites the PV
+/// label, the metadata area (same UUIDs) and each LV's used blocks where LVM expects them.
+public struct VolumePlan: Sendable {
+    public var number: Int
+    /// "vg/lv".
+    public var name: String
+    public var uuid: String
+    /// Partition number of the PV holding the LV's first byte.
+    public var container: Int
+    /// Disk byte offset of the LV's first byte, and the LV's size.
+    public var start: UInt64
+    public var size: UInt64
+    /// "lvm2:striped", "lvm2:raid1", … (segment types joined by "+").
+    public var type: String
+    public var filesystem: FilesystemInfo?
+    /// "used-blocks", "raw" or "skipped".
+    public var method: String
+    /// Disk byte ranges saved for this LV (every mirror leg included), sorted and disjoint.
+    public var extents: [Extent]
+    /// LV bytes saved (once, whatever the number of legs).
+    public var usedBytes: UInt64 = 0
+    public var warnings: [String]
+    public var failure: String?
+}
+
+enum VolumeAnalyzer {
+    /// Finds LVM2 PVs among the partitions that hold no filesystem, and replaces each PV's
+    /// whole-partition raw plan by its metadata plus its LVs' used blocks. Anything that
+    /// cannot be mapped with certainty leaves the PV saved raw, with a warning.
+    static func plan(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>) -> [VolumePlan] {
+        struct PV { var index: Int; var slice: SliceSource; var label: LVM2.Label; var vg: VolumeGroup }
+        var pvs: [PV] = []
+        for (i, p) in partitions.enumerated() where p.filesystem == nil && p.failure == nil && !forceRaw.contains(p.entry.number) {
+            guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
+            do {
+                if let (label, vg) = try LVM2.readVolumeGroup(slice) {
+                    pvs.append(PV(index: i, slice: slice, label: label, vg: vg))
+                } else if LVM2.isLVM1(slice) {
+                    partitions[i].warnings.append("partition \(p.entry.number): LVM1 physical volume; saved raw (every byte)")
+                }
+            } catch {
+                partitions[i].warnings.append("partition \(p.entry.number): LVM2 metadata unusable (\(error)); saved raw (every byte)")
+            }
+        }
+        var volumes: [VolumePlan] = []
+        for vgUUID in Set(pvs.map(\.vg.uuid)).sorted() {
+            let members = pvs.filter { $0.vg.uuid == vgUUID }
+            // The newest copy of the metadata wins, as LVM itself decides.
+            let vg = members.max { $0.vg.seqno < $1.vg.seqno }!.vg
+            let sources: [PV?] = vg.physicalVolumes.map { pv in members.first { $0.label.uuid == pv.uuid } }
+            let numbers = members.map { partitions[$0.index].entry.number }
+            if sources.contains(where: { $0 == nil }) {
+                for m in members {
+                    partitions[m.index].warnings.append("partition \(numbers[0]): VG \(vg.name) has PVs on other disks; this PV is saved raw (every byte)")
+                }
+                continue
+            }
+            do {
+                let planned = try planGroup(vg, members: sources.map { $0! }.map { ($0.index, $0.slice, $0.label) },
+                                            partitions: partitions, firstNumber: volumes.count + 1)
+                for (k, m) in sources.enumerated() {
+                    // Its bytes outside the saved extents are unallocated PV space.
+                    let i = m!.index
+                    partitions[i].method = "lvm2"
+                    partitions[i].warnings.removeAll { $0.contains(": no known filesystem; saved raw") }
+                    partitions[i].extents = planned.pvExtents[k]
+                }
+                volumes += planned.volumes
+            } catch {
+                for m in members {
+                    partitions[m.index].warnings.append("VG \(vg.name): \(error); its PVs are saved raw (every byte)")
+                }
+            }
+        }
+        return volumes
+    }
+
+    static func planGroup(_ vg: VolumeGroup, members: [(index: Int, slice: SliceSource, label: LVM2.Label)],
+                          partitions: [PartitionPlan], firstNumber: Int)
+        throws -> (volumes: [VolumePlan], pvExtents: [[Extent]])
+    {
+        let sources: [(any BlockSource)?] = members.map { $0.slice }
+        var pvExtents: [[Extent]] = members.map { m in
+            // Label sector, metadata areas and everything before the first extent.
+            let size = m.slice.size
+            let peStart = m.label.dataAreas.first?.offset ?? 0
+            return [Extent(start: 0, length: min(peStart, size))] + m.label.metadataAreas.map {
+                let start = min($0.offset, size)
+                return Extent(start: start, length: min($0.size, size - start))
+            }
+        }
+        var volumes: [VolumePlan] = []
+        let images = vg.imageNames
+        func diskStart(_ map: VolumeMap) -> (container: Int, start: UInt64) {
+            guard let r = map.pieces.first?.runs.first else { return (0, 0) }
+            let entry = partitions[members[r.pv].index].entry
+            return (entry.number, entry.start + r.offset)
+        }
+        for lv in vg.logicalVolumes where !images.contains(lv.name) {
+            if lv.segments.contains(where: { if case .snapshot = $0.kind { return true } else { return false } }) { continue }
+            let type = "lvm2:" + Array(Set(lv.segments.map(\.type))).sorted().joined(separator: "+")
+            // A map that fails here (thin, cache, raid5…) would leave bytes unsaved: the
+            // caller saves the PVs raw instead.
+            let maps = try (0 ..< vg.legCount(lv.name)).map { try vg.map(lv.name, leg: $0) }
+            let (container, start) = diskStart(maps[0])
+            var plan = VolumePlan(number: firstNumber + volumes.count, name: "\(vg.name)/\(lv.name)", uuid: lv.uuid,
+                                  container: container, start: start, size: maps[0].size, type: type,
+                                  filesystem: nil, method: "raw", extents: [], warnings: [])
+            let whole = [Extent(start: 0, length: maps[0].size)]
+            if let origin = lv.snapshotOf {
+                plan.method = "skipped"
+                plan.warnings.append("\(plan.name) is a snapshot of \(vg.name)/\(origin): the origin is saved, the snapshot is not (remove it before a backup, or it will be invalid after a restore)")
+                volumes.append(plan)
+                continue
+            }
+            var used = whole
+            if lv.visible {
+                let source = try LogicalVolumeSource(map: maps[0], pvs: sources)
+                if let (module, info) = Filesystems.detect(source) {
+                    plan.filesystem = info
+                    plan.warnings += info.warnings.map { "\(plan.name) (\(info.type)): \($0)" }
+                    if let refusal = info.refusal { plan.warnings.append("\(plan.name) (\(info.type)): \(refusal); saved raw") }
+                    else {
+                        do {
+                            let u = try module.usedExtents(source)
+                            let slack = info.usedBytesClaimed / 100 + UInt64(16 * info.blockSize)
+                            if u.totalLength + slack < info.usedBytesClaimed {
+                                plan.warnings.append("\(plan.name) (\(info.type)): the allocation map gives \(u.totalLength) used bytes but the filesystem claims \(info.usedBytesClaimed); saved raw")
+                            } else {
+                                used = u
+                                plan.method = "used-blocks"
+                            }
+                        } catch {
+                            plan.warnings.append("\(plan.name) (\(info.type)): allocation map cannot be trusted (\(error)); saved raw")
+                        }
+                    }
+                } else {
+                    plan.warnings.append("\(plan.name): no known filesystem; saved raw (every byte)")
+                }
+            }
+            // Hidden LVs that are not images (raid metadata, mirror logs) are small: raw.
+            // Mirrored LVs are saved through every leg: identical bytes dedupe in the store,
+            // and a restore then leaves every leg in sync.
+            var disk: [Extent] = []
+            for map in maps {
+                for e in used {
+                    for (pv, x) in try map.physical(e) {
+                        pvExtents[pv].append(x)
+                        disk.append(Extent(start: partitions[members[pv].index].entry.start + x.start, length: x.length))
+                    }
+                }
+            }
+            plan.extents = disk.coalesced()
+            plan.usedBytes = used.totalLength
+            volumes.append(plan)
+        }
+        return (volumes, pvExtents.map { exts in exts.coalesced() }.enumerated().map { k, exts in
+            exts.map { Extent(start: $0.start + partitions[members[k].index].entry.start, length: $0.length) }
+        })
+    }
+}
