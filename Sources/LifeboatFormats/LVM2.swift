@@ -10,6 +10,7 @@ public enum LVM2 {
     public struct DiskArea: Equatable, Sendable {
         public var offset: UInt64
         public var size: UInt64
+        public init(offset: UInt64, size: UInt64) { self.offset = offset; self.size = size }
     }
 
     public struct Label: Equatable, Sendable {

@@ -227,6 +227,10 @@ final class LVM2Tests: XCTestCase {
         XCTAssertEqual(vg.logicalVolumes.filter(\.visible).map(\.name), ["r1", "m"])
         let e: UInt64 = 4 << 20, base: UInt64 = 2048 * 512
         XCTAssertEqual(try vg.map("r1").pieces, [try .init(lvStart: 0, length: 5 * e, chunk: 5 * e, runs: [.init(pv: 0, offset: base + e)])])
+        // A restore writes every leg: leg 1 lies on the other PV.
+        XCTAssertEqual(vg.legCount("r1"), 2)
+        XCTAssertEqual(try vg.map("r1", leg: 1).pieces.first?.runs, [.init(pv: 1, offset: base + e)])
+        XCTAssertEqual(vg.imageNames, ["r1_rimage_0", "r1_rimage_1", "m_mimage_0", "m_mimage_1"])
         XCTAssertEqual(try vg.map("m").pieces, [try .init(lvStart: 0, length: 2 * e, chunk: 2 * e, runs: [.init(pv: 0, offset: base + 10 * e)])])
     }
 
