@@ -11,11 +11,13 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # bench's yardstick). Network boot: ipxe (the binaries PCs fetch). Rescue system
 # (scripts/rescue-build.sh) and its QEMU tests: busybox-static (also the udhcpc/udhcpd above;
 # it conflicts with Debian's busybox), cpio, kmod (depmod/modprobe on the downloaded kernel),
-# qemu-system-x86, ovmf (UEFI PCs), iproute2 (netns, bridge, tap).
+# qemu-system-x86, ovmf (UEFI PCs), iproute2 (netns, bridge, tap). Volume managers: lvm2
+# (pvcreate… with activation off build LVM fixtures; pvs/vgs/lvs judge restores) and mdadm
+# (--examine judges md superblocks; it reads member files without the md driver).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
          ipxe curl chromium chromium-driver python3 atftp tftp-hpa tftpd-hpa bc \
-         busybox-static cpio kmod qemu-system-x86 ovmf iproute2; do
+         busybox-static cpio kmod qemu-system-x86 ovmf iproute2 lvm2 mdadm; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

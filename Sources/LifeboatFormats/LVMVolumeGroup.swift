@@ -53,6 +53,9 @@ public struct VolumeGroup: Equatable, Sendable {
     public var extentSectors: UInt64
     public var physicalVolumes: [PhysicalVolume]
     public var logicalVolumes: [LogicalVolume]
+    /// Name → index, so hostile texts with thousands of volumes stay linear to map.
+    let pvIndex: [String: Int]
+    let lvIndex: [String: Int]
 
     public var extentBytes: UInt64 { extentSectors &* LVM2.sectorBytes }
 
@@ -97,6 +100,11 @@ public struct VolumeGroup: Equatable, Sendable {
             }
             return pv
         }
+        var pvIndex: [String: Int] = [:]
+        for (i, pv) in physicalVolumes.enumerated() {
+            guard pvIndex.updateValue(i, forKey: pv.key) == nil else { throw FormatError(.badValue, "\(what): PV \(pv.key) defined twice") }
+        }
+        self.pvIndex = pvIndex
         var lvs: [LogicalVolume] = []
         var segmentTotal = 0
         for (key, s) in lvSections {
@@ -121,15 +129,18 @@ public struct VolumeGroup: Equatable, Sendable {
             lvs.append(LogicalVolume(name: key, uuid: try s.string("id", in: w), status: s.strings("status"),
                                      segments: segments, extentCount: next))
         }
+        var lvIndex: [String: Int] = [:]
+        for (i, lv) in lvs.enumerated() { lvIndex[lv.name] = i } // keys are unique: the parser refuses repeats
         // Tie snapshots to their origin, so a backup can save the origin and skip the COW store.
         for lv in lvs {
             for seg in lv.segments {
                 if case .snapshot(let origin, let cow) = seg.kind {
-                    if let i = lvs.firstIndex(where: { $0.name == origin }) { lvs[i].isSnapshotOrigin = true }
-                    if let i = lvs.firstIndex(where: { $0.name == cow }) { lvs[i].snapshotOf = origin }
+                    if let i = lvIndex[origin] { lvs[i].isSnapshotOrigin = true }
+                    if let i = lvIndex[cow] { lvs[i].snapshotOf = origin }
                 }
             }
         }
+        self.lvIndex = lvIndex
         logicalVolumes = lvs
         try checkPhysicalExtents()
     }
@@ -200,7 +211,7 @@ public struct VolumeGroup: Equatable, Sendable {
                 }
                 let per = seg.extentCount / UInt64(areas.count)
                 for a in areas {
-                    guard let pv = physicalVolumes.first(where: { $0.key == a.pv }) else {
+                    guard let pv = pvIndex[a.pv].map({ physicalVolumes[$0] }) else {
                         throw FormatError(.badValue, "LV \(lv.name): stripe on unknown PV \(a.pv)")
                     }
                     let end = try Checked.add(a.firstExtent, per)
@@ -219,7 +230,7 @@ public struct VolumeGroup: Equatable, Sendable {
         }
     }
 
-    public func logicalVolume(_ name: String) -> LogicalVolume? { logicalVolumes.first { $0.name == name } }
+    public func logicalVolume(_ name: String) -> LogicalVolume? { lvIndex[name].map { logicalVolumes[$0] } }
 
     /// Where an LV's bytes live on its PVs. Mirrored segments are read from image `leg`
     /// (the last image when there are fewer); a restore writes every leg, so `legCount` maps.
@@ -274,7 +285,7 @@ public struct VolumeGroup: Equatable, Sendable {
             switch seg.kind {
             case .striped(let sectors, let areas):
                 let runs = areas.map { a -> VolumeMap.Run in
-                    let i = physicalVolumes.firstIndex { $0.key == a.pv }!
+                    let i = pvIndex[a.pv]! // checkPhysicalExtents resolved every stripe's PV
                     let pv = physicalVolumes[i]
                     return VolumeMap.Run(pv: i, offset: pv.peStartSectors * LVM2.sectorBytes + a.firstExtent * extentBytes)
                 }
