@@ -46,7 +46,7 @@ enum VolumeAnalyzer {
                 partitions[i].warnings.append("partition \(p.entry.number): LVM2 metadata unusable (\(error)); saved raw (every byte)")
             }
         }
-        var volumes: [VolumePlan] = []
+        var volumes = planMD(device: device, partitions: &partitions, forceRaw: forceRaw)
         for vgUUID in Set(pvs.map(\.vg.uuid)).sorted() {
             let members = pvs.filter { $0.vg.uuid == vgUUID }
             // The newest copy of the metadata wins, as LVM itself decides.
@@ -161,5 +161,78 @@ enum VolumeAnalyzer {
         return (volumes, pvExtents.map { exts in exts.coalesced() }.enumerated().map { k, exts in
             exts.map { Extent(start: $0.start + partitions[members[k].index].entry.start, length: $0.length) }
         })
+    }
+
+    /// md RAID members (docs/formats/md.md). A RAID1 member holds a whole copy of the array:
+    /// its filesystem is saved by used blocks, plus the member's metadata (superblock, bitmap)
+    /// raw. Each member is saved; their identical data dedupes in the store, and a restore puts
+    /// every member back with its own superblock. Other levels are saved raw for now.
+    static func planMD(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>) -> [VolumePlan] {
+        var volumes: [VolumePlan] = []
+        for (i, p) in partitions.enumerated() where p.failure == nil && !forceRaw.contains(p.entry.number) {
+            guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
+            let sb: MD.Superblock
+            do {
+                guard let found = try MD.read(slice) else { continue }
+                sb = found
+            } catch {
+                if p.filesystem == nil {
+                    partitions[i].warnings.append("partition \(p.entry.number): md superblock unusable (\(error)); saved raw (every byte)")
+                }
+                continue
+            }
+            let n = p.entry.number
+            // Everything of the member outside the array's data: superblock, bitmap, bad-block log.
+            let dataEnd = sb.dataOffset + sb.dataSize // MD.parse checked it lies inside the member
+            let metadata = [Extent(start: 0, length: sb.dataOffset), Extent(start: dataEnd, length: slice.size - dataEnd)]
+                .filter { $0.length > 0 }.map { Extent(start: $0.start + p.entry.start, length: $0.length) }
+            if p.filesystem != nil {
+                // Data at offset 0 (0.90, 1.0): the filesystem was planned already; keep the
+                // superblock at the end too, or the restored disk is no longer a member.
+                if sb.dataOffset == 0, p.method == "used-blocks" {
+                    partitions[i].extents = (p.extents + metadata).coalesced()
+                }
+                continue
+            }
+            var plan = VolumePlan(number: volumes.count + 1, name: "md:" + (sb.name.isEmpty ? formatUUID(sb.arrayUUID) : sb.name),
+                                  uuid: formatUUID(sb.arrayUUID), container: n, start: p.entry.start + sb.dataOffset,
+                                  size: sb.dataSize, type: "md:\(sb.levelName) \(sb.version.rawValue)", filesystem: nil,
+                                  method: "raw", extents: [], warnings: [])
+            defer { volumes.append(plan) }
+            guard sb.level == 1 else {
+                plan.warnings.append("partition \(n): md \(sb.levelName) member; saved raw (every byte)")
+                continue
+            }
+            guard let data = try? SliceSource(slice, start: sb.dataOffset, size: sb.dataSize),
+                  let (module, info) = Filesystems.detect(data) else {
+                plan.warnings.append("partition \(n): md raid1 member without a known filesystem; saved raw (every byte)")
+                continue
+            }
+            plan.filesystem = info
+            plan.warnings += info.warnings.map { "\(plan.name) (\(info.type)): \($0)" }
+            do {
+                guard info.refusal == nil else { throw FormatError(.unsupported, info.refusal!) }
+                let used = try module.usedExtents(data)
+                let slack = info.usedBytesClaimed / 100 + UInt64(16 * info.blockSize)
+                guard used.totalLength + slack >= info.usedBytesClaimed else {
+                    throw FormatError(.badValue, "the allocation map gives \(used.totalLength) used bytes, the filesystem claims \(info.usedBytesClaimed)")
+                }
+                plan.extents = used.map { Extent(start: $0.start + plan.start, length: $0.length) }
+                plan.usedBytes = used.totalLength
+                plan.method = "used-blocks"
+                partitions[i].extents = (plan.extents + metadata).coalesced()
+                partitions[i].method = "md-raid1"
+                partitions[i].warnings.removeAll { $0.contains(": no known filesystem; saved raw") }
+            } catch {
+                plan.warnings.append("\(plan.name) (\(info.type)): \(error); saved raw")
+            }
+        }
+        return volumes
+    }
+
+    static func formatUUID(_ b: [UInt8]) -> String {
+        stride(from: 0, to: b.count, by: 4).map { i in
+            b[i ..< min(i + 4, b.count)].map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        }.joined(separator: ":")
     }
 }
