@@ -127,6 +127,72 @@ final class VolumeRoundTripTests: EngineTestCase {
         }
     }
 
+    func testSnapshotOriginIsSavedAndTheSnapshotSkippedWithANote() throws {
+        let source = path("snap.img")
+        try poisonFill(source, size: 66 * MiB)
+        try shOK("printf 'label: dos\\n2048,131072,8e\\n' | sfdisk -q \(q(source))")
+        let loop = try attachLoop(source, offset: MiB, size: 64 * MiB, readOnly: false)
+        let vg = "lbs" + String(UUID().uuidString.prefix(8)).lowercased()
+        _ = try lvm("pvcreate -q \(loop)")
+        _ = try lvm("vgcreate -q \(vg) \(loop)")
+        _ = try lvm("lvcreate -q -Zn -an -L 24M -n data \(vg)")
+        _ = try lvm("lvcreate -q -Zn -an -L 8M -n snap \(vg)")
+        // lvcreate -s needs device-mapper; the metadata of an old-style snapshot is a hidden
+        // LV tying the COW store to its origin, which vgcfgrestore writes without dm.
+        let text = path("vg.txt")
+        _ = try lvm("vgcfgbackup -q -f \(q(text)) \(vg)")
+        var metadata = try String(contentsOfFile: text, encoding: .utf8)
+        let at = try XCTUnwrap(metadata.range(of: "\t\tsnap {"))
+        metadata.insert(contentsOf: """
+        \t\tsnapshot0 {
+        id = "aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg"
+        status = ["READ"]
+        segment_count = 1
+        segment1 {
+        start_extent = 0
+        extent_count = 6
+        type = "snapshot"
+        chunk_size = 8
+        origin = "data"
+        cow_store = "snap"
+        }
+        }
+
+        """, at: at.lowerBound)
+        try metadata.write(toFile: text, atomically: true, encoding: .utf8)
+        _ = try lvm("vgcfgrestore -q -f \(q(text)) \(vg) 2>/dev/null")
+        let lvsBefore = try report("lvs", "lv_name,lv_uuid,origin,lv_size", vg)
+        XCTAssertTrue(lvsBefore.contains { $0.hasPrefix("snap|") && $0.contains("|data|") }, "lvs sees the snapshot: \(lvsBefore)")
+        detachLoop(loop)
+
+        let group = try XCTUnwrap(try LVM2.readVolumeGroup(SliceSource(try FileDevice(path: source), start: MiB, size: 64 * MiB))).vg
+        let map = try group.map("data")
+        let fs = path("data.fs")
+        try shOK("truncate -s \(map.size) \(q(fs)) && mkfs.ext4 -q -F -L data -d \(q(try makeContent("c"))) \(q(fs))")
+        try writeLV(map, fsImage: fs, disk: source, pvStarts: [MiB])
+
+        let plan = try plan(source)
+        XCTAssertEqual(plan.partitions[0].method, "lvm2")
+        XCTAssertEqual(plan.volumes.map(\.name), ["\(vg)/data", "\(vg)/snap"])
+        XCTAssertEqual(plan.volumes.map(\.method), ["used-blocks", "skipped"])
+        XCTAssertTrue(plan.volumes[1].warnings.contains { $0.contains("is a snapshot of \(vg)/data") }, "\(plan.volumes[1].warnings)")
+        XCTAssertEqual(plan.volumes[1].extents, [])
+
+        let store = try Store(path: path("store"), create: true)
+        let result = try backup(source, store: store)
+        let target = path("target.img")
+        try poisonFill(target, size: fileSize(source))
+        _ = try restore(try store.image(result.imageID), store: store, to: target)
+        let t = try attachLoop(target, offset: MiB, size: 64 * MiB)
+        XCTAssertEqual(try report("lvs", "lv_name,lv_uuid,origin,lv_size", vg), lvsBefore)
+        detachLoop(t)
+        let a = path("data-source.lv"), b = path("data-target.lv")
+        try extractLV(map, disk: source, pvStarts: [MiB], to: a)
+        try extractLV(map, disk: target, pvStarts: [MiB], to: b)
+        try assertFsckClean(b, Extent(start: 0, length: map.size), "LV data")
+        try assertSameTree(a, b, Extent(start: 0, length: map.size), "LV data")
+    }
+
     func testDamagedVGMetadataLeavesThePVRawWithAWarning() throws {
         let source = path("bad.img")
         try poisonFill(source, size: 66 * MiB)
