@@ -33,8 +33,13 @@ enum VolumeAnalyzer {
     /// cannot be mapped with certainty leaves the PV saved raw, with a warning.
     static func plan(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>) -> [VolumePlan] {
         struct PV { var index: Int; var slice: SliceSource; var label: LVM2.Label; var vg: VolumeGroup }
+        var mdMembers: Set<Int> = []
+        let mdVolumes = planMD(device: device, partitions: &partitions, forceRaw: forceRaw, members: &mdMembers)
         var pvs: [PV] = []
-        for (i, p) in partitions.enumerated() where p.filesystem == nil && p.failure == nil && !forceRaw.contains(p.entry.number) {
+        // An md member is planned by planMD: a PV found at its offset 0 (superblock 0.90/1.0
+        // at the end) would otherwise be saved without the superblock.
+        for (i, p) in partitions.enumerated() where p.filesystem == nil && p.failure == nil
+            && !forceRaw.contains(p.entry.number) && !mdMembers.contains(i) {
             guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
             do {
                 if let (label, vg) = try LVM2.readVolumeGroup(slice) {
@@ -46,7 +51,7 @@ enum VolumeAnalyzer {
                 partitions[i].warnings.append("partition \(p.entry.number): LVM2 metadata unusable (\(error)); saved raw (every byte)")
             }
         }
-        var volumes = planMD(device: device, partitions: &partitions, forceRaw: forceRaw)
+        var volumes = mdVolumes
         for vgUUID in Set(pvs.map(\.vg.uuid)).sorted() {
             let members = pvs.filter { $0.vg.uuid == vgUUID }
             // The newest copy of the metadata wins, as LVM itself decides.
@@ -102,7 +107,12 @@ enum VolumeAnalyzer {
         }
         for lv in vg.logicalVolumes where !images.contains(lv.name) {
             if lv.segments.contains(where: { if case .snapshot = $0.kind { return true } else { return false } }) { continue }
-            let type = "lvm2:" + Array(Set(lv.segments.map(\.type))).sorted().joined(separator: "+")
+            // A one-stripe "striped" segment is what LVM calls linear.
+            let kinds = lv.segments.map { seg -> String in
+                if case .striped(_, let areas) = seg.kind, areas.count == 1 { return "linear" }
+                return seg.type
+            }
+            let type = "lvm2:" + Array(Set(kinds)).sorted().joined(separator: "+")
             // A map that fails here (thin, cache, raid5…) would leave bytes unsaved: the
             // caller saves the PVs raw instead.
             let maps = try (0 ..< vg.legCount(lv.name)).map { try vg.map(lv.name, leg: $0) }
@@ -167,7 +177,8 @@ enum VolumeAnalyzer {
     /// its filesystem is saved by used blocks, plus the member's metadata (superblock, bitmap)
     /// raw. Each member is saved; their identical data dedupes in the store, and a restore puts
     /// every member back with its own superblock. Other levels are saved raw for now.
-    static func planMD(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>) -> [VolumePlan] {
+    static func planMD(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>,
+                       members: inout Set<Int>) -> [VolumePlan] {
         var volumes: [VolumePlan] = []
         for (i, p) in partitions.enumerated() where p.failure == nil && !forceRaw.contains(p.entry.number) {
             guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
@@ -181,6 +192,7 @@ enum VolumeAnalyzer {
                 }
                 continue
             }
+            members.insert(i)
             let n = p.entry.number
             // Everything of the member outside the array's data: superblock, bitmap, bad-block log.
             let dataEnd = sb.dataOffset + sb.dataSize // MD.parse checked it lies inside the member

@@ -87,7 +87,7 @@ final class VolumeRoundTripTests: EngineTestCase {
         XCTAssertEqual(plan.volumes.map { $0.filesystem?.type }, ["ext4", "ext4"])
         XCTAssertEqual(plan.volumes.map { $0.filesystem?.label }, ["lin", "str"])
         XCTAssertEqual(plan.volumes.map(\.method), ["used-blocks", "used-blocks"], "\(plan.volumes.map(\.warnings))")
-        XCTAssertEqual(plan.volumes.map(\.type), ["lvm2:striped", "lvm2:striped"])
+        XCTAssertEqual(plan.volumes.map(\.type), ["lvm2:linear", "lvm2:striped"])
         XCTAssertEqual(plan.volumes.map(\.container), [1, 1])
         XCTAssertEqual(plan.volumes[0].start, pvStarts[0] + 1 * MiB)
         // Far less than the 128 MiB of PVs: metadata plus the used blocks of two filesystems.
@@ -177,6 +177,22 @@ final class VolumeRoundTripTests: EngineTestCase {
         XCTAssertEqual(plan.volumes.map(\.method), ["used-blocks", "skipped"])
         XCTAssertTrue(plan.volumes[1].warnings.contains { $0.contains("is a snapshot of \(vg)/data") }, "\(plan.volumes[1].warnings)")
         XCTAssertEqual(plan.volumes[1].extents, [])
+        // inspect --json lists both under `volumes`, with the partition fields.
+        let r = lifeboat("inspect", source, "--json")
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let volumes = try XCTUnwrap(obj["volumes"] as? [[String: Any]])
+        XCTAssertEqual(volumes.map { $0["name"] as? String }, ["\(vg)/data", "\(vg)/snap"])
+        for v in volumes {
+            for key in ["number", "start", "size", "type", "filesystem", "label", "uuid", "used_bytes_claimed",
+                        "used_bytes_mapped", "method", "warnings", "error", "container", "volume_uuid"] {
+                XCTAssertTrue(v.keys.contains(key), "volume field \(key) missing: \(v)")
+            }
+        }
+        XCTAssertEqual(volumes[0]["filesystem"] as? String, "ext4")
+        XCTAssertEqual(volumes[0]["uuid"] as? String, plan.volumes[0].filesystem?.uuid)
+        XCTAssertEqual(volumes[1]["method"] as? String, "skipped")
+        XCTAssertEqual((obj["partitions"] as? [[String: Any]])?.first?["method"] as? String, "lvm2")
 
         let store = try Store(path: path("store"), create: true)
         let result = try backup(source, store: store)
