@@ -10,9 +10,11 @@ import LifeboatStore
 /// The kernel here has no md driver: members are written from docs/formats/md.md.
 final class MDRoundTripTests: EngineTestCase {
     /// A 1.2 superblock for a member of `memberBytes` with data from 1 MiB; slot `role` of 2.
-    func superblock12(memberBytes: UInt64, role: UInt16) -> [UInt8] {
+    /// `v10`: a 1.0 superblock near the end instead, data from offset 0.
+    func superblock12(memberBytes: UInt64, role: UInt16, v10: Bool = false) -> [UInt8] {
         var sb = [UInt8](repeating: 0, count: 4096)
-        let dataSectors = memberBytes / 512 - 2048
+        let superSector = v10 ? (memberBytes / 512 - 16) & ~7 : 8
+        let dataSectors = v10 ? superSector - 8 : memberBytes / 512 - 2048
         sb.putLE(UInt64(MD.magic), at: 0, width: 4)
         sb.putLE(1, at: 4, width: 4)
         for i in 0 ..< 16 { sb[16 + i] = UInt8(0x40 + i) }
@@ -20,9 +22,9 @@ final class MDRoundTripTests: EngineTestCase {
         sb.putLE(1, at: 72, width: 4)                    // raid1
         sb.putLE(dataSectors & ~127, at: 80, width: 8)   // size used on each member
         sb.putLE(2, at: 92, width: 4)                    // raid_disks
-        sb.putLE(2048, at: 128, width: 8)                // data_offset
+        sb.putLE(v10 ? 0 : 2048, at: 128, width: 8)      // data_offset
         sb.putLE(dataSectors, at: 136, width: 8)         // data_size
-        sb.putLE(8, at: 144, width: 8)                   // super_offset
+        sb.putLE(superSector, at: 144, width: 8)         // super_offset
         sb.putLE(UInt64(role), at: 160, width: 4)
         for i in 0 ..< 16 { sb[168 + i] = UInt8(0x80 + i + Int(role)) }
         sb.putLE(9, at: 200, width: 8)                   // events
@@ -90,5 +92,41 @@ final class MDRoundTripTests: EngineTestCase {
             try assertFsckClean(target, data, "member \(k + 1) data")
             try assertSameTree(source, target, data, "member \(k + 1) data")
         }
+    }
+
+    func testVersion10MemberWithItsFilesystemAtOffsetZeroKeepsTheSuperblockAtTheEnd() throws {
+        let source = path("md10.img")
+        try poisonFill(source, size: 50 * MiB)
+        try shOK("printf 'label: dos\\n2048,98304,fd\\n' | sfdisk -q \(q(source))")
+        let m = Extent(start: MiB, length: 48 * MiB)
+        let sb = superblock12(memberBytes: m.length, role: 0, v10: true)
+        let sbOffset = ((m.length / 512 - 16) & ~7) * 512
+        let fs = path("fs")
+        try shOK("truncate -s \(40 * MiB) \(q(fs)) && mkfs.ext4 -q -F -L plain -d \(q(try makeContent("c"))) \(q(fs))")
+        try shOK("dd if=\(q(fs)) of=\(q(source)) bs=1M seek=1 conv=notrunc status=none")
+        let sbFile = path("sb")
+        try Data(sb).write(to: URL(fileURLWithPath: sbFile))
+        try shOK("dd if=\(q(sbFile)) of=\(q(source)) bs=4096 seek=\((m.start + sbOffset) / 4096) conv=notrunc status=none")
+        let before = try examine(source, m)
+        XCTAssertTrue(before.contains("Version : 1.0") && before.contains("correct"), before)
+
+        // The filesystem is found at the partition's start, as without md.
+        let plan = try plan(source)
+        XCTAssertEqual(plan.partitions[0].filesystem?.type, "ext4")
+        XCTAssertEqual(plan.partitions[0].method, "used-blocks")
+        let sbExtent = Extent(start: m.start + sbOffset, length: 4096)
+        XCTAssertTrue(plan.partitions[0].extents.contains { $0.start <= sbExtent.start && $0.end >= sbExtent.end },
+                      "the superblock at the end is saved: \(plan.partitions[0].extents.suffix(2))")
+
+        let store = try Store(path: path("store"), create: true)
+        let result = try backup(source, store: store)
+        let target = path("target.img")
+        try poisonFill(target, size: fileSize(source))
+        _ = try restore(try store.image(result.imageID), store: store, to: target)
+        XCTAssertEqual(try examine(target, m).split(separator: "\n").dropFirst(), before.split(separator: "\n").dropFirst())
+        // The filesystem alone (a loop over the whole member is taken for an md member).
+        let data = Extent(start: m.start, length: 40 * MiB)
+        try assertFsckClean(target, data, "member data")
+        try assertSameTree(source, target, data, "member data")
     }
 }
