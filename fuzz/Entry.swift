@@ -17,9 +17,39 @@ let targets: [String: (MemorySource) -> Void] = [
     "btrfs": { fuzzFilesystem(Btrfs.self, $0) },
     "ntfs": { fuzzFilesystem(Ntfs.self, $0) },
     "xfs": { fuzzFilesystem(Xfs.self, $0) },
+    "lvm2": { fuzzLVM2($0) },
+    "lvmtext": { fuzzLVMText($0) },
+    "md": { _ = try? MD.read(PaddedSource(input: $0, size: max($0.size, 16 << 20))) },
     "dhcp": { fuzzDatagram($0) { if let m = try? DHCPMessage.parse($0) { _ = (m.isIPXE, m.clientArchitecture, m.serialize()) } } },
     "tftp": { fuzzDatagram($0) { if let p = try? TFTPPacket.parse($0) { _ = p.serialize() } } },
 ]
+
+/// A PV image: label, metadata area, VG text, then every LV mapped and read through its map.
+func fuzzLVM2(_ input: MemorySource) {
+    let source = PaddedSource(input: input, size: max(input.size, 64 << 20))
+    guard let (_, vg) = try? LVM2.readVolumeGroup(source) else { return }
+    fuzzVolumeGroup(vg, source)
+}
+
+/// The VG text alone (seeds are real metadata texts), so mutations reach the mapping code
+/// without having to keep CRCs right.
+func fuzzLVMText(_ input: MemorySource) {
+    guard input.size <= 1 << 20, let bytes = try? input.read(at: 0, count: Int(input.size)),
+          let vg = try? VolumeGroup(text: bytes) else { return }
+    fuzzVolumeGroup(vg, PaddedSource(input: MemorySource([]), size: 1 << 40))
+}
+
+func fuzzVolumeGroup(_ vg: VolumeGroup, _ pv: any BlockSource) {
+    _ = vg.imageNames
+    for lv in vg.logicalVolumes {
+        for leg in 0 ..< min(vg.legCount(lv.name), 4) {
+            guard let map = try? vg.map(lv.name, leg: leg),
+                  let lvSource = try? LogicalVolumeSource(map: map, pvs: vg.physicalVolumes.map { _ in pv }) else { continue }
+            _ = try? lvSource.read(at: 0, count: Int(min(map.size, 4096)))
+            _ = try? map.physical(Extent(start: map.size / 2, length: min(map.size / 2, 1 << 20)))
+        }
+    }
+}
 
 /// Wire formats: the whole input is one datagram (at most 64 KiB, as UDP allows).
 func fuzzDatagram(_ input: MemorySource, _ body: ([UInt8]) -> Void) {

@@ -25,6 +25,9 @@ public struct DiskPlan: Sendable {
     public var table: PartitionTable
     public var partitions: [PartitionPlan]
     public var warnings: [String]
+    /// Logical volumes found on PVs among the partitions (their bytes are saved as part of
+    /// the PV partitions' extents).
+    public var volumes: [VolumePlan] = []
 }
 
 public enum Analyzer {
@@ -48,11 +51,12 @@ public enum Analyzer {
             // A bare filesystem or unknown bytes: the whole source is "partition 1".
             entries = [PartitionEntry(number: 1, start: 0, size: device.size, type: "none")]
         }
-        let partitions = entries.map {
+        var partitions = entries.map {
             planPartition(device: device, entry: $0, forceRaw: forceRaw.contains($0.number), force: force)
         }
+        let volumes = VolumeAnalyzer.plan(device: device, partitions: &partitions, forceRaw: forceRaw)
         return DiskPlan(path: device.path, diskSize: device.size, sectorSize: sector, table: table,
-                        partitions: partitions, warnings: warnings)
+                        partitions: partitions, warnings: warnings, volumes: volumes)
     }
 
     static func planPartition(device: FileDevice, entry: PartitionEntry, forceRaw: Bool, force: Bool) -> PartitionPlan {

@@ -25,6 +25,14 @@ struct Inspect: ParsableCommand {
             print("  \(p.number)  start \(p.start)  size \(formatBytes(p.size))  type \(p.type)  \(fs.isEmpty ? "-" : fs)  \(p.method)  \(used)\(claimed)")
             if let e = p.error { print("     error: \(e)") }
         }
-        for w in report.warnings + report.partitions.flatMap(\.warnings) { print("warning: \(w)") }
+        if !report.volumes.isEmpty { print("volumes:") }
+        for v in report.volumes {
+            let fs = [v.filesystem, v.label.map { "\"\($0)\"" }].compactMap { $0 }.joined(separator: " ")
+            let used = v.usedBytesMapped.map { "used \(formatBytes($0))" } ?? "used ?"
+            let claimed = v.usedBytesClaimed.map { " (fs says \(formatBytes($0)))" } ?? ""
+            print("  \(v.number)  \(v.name)  on \(v.container)  start \(v.start)  size \(formatBytes(v.size))  type \(v.type)  \(fs.isEmpty ? "-" : fs)  \(v.method)  \(used)\(claimed)")
+            if let e = v.error { print("     error: \(e)") }
+        }
+        for w in report.warnings + report.partitions.flatMap(\.warnings) + report.volumes.flatMap(\.warnings) { print("warning: \(w)") }
     }
 }

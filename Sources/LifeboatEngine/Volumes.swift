@@ -1,0 +1,250 @@
+import LifeboatFormats
+import LifeboatIO
+
+/// What a backup saves of one logical volume (issue #8). The bytes are saved as part of the
+/// partition that holds the PV, at their PV offsets, so a partition restore rewrites the PV
+/// label, the metadata area (same UUIDs) and each LV's used blocks where LVM expects them.
+public struct VolumePlan: Sendable {
+    public var number: Int
+    /// "vg/lv".
+    public var name: String
+    public var uuid: String
+    /// Partition number of the PV holding the LV's first byte.
+    public var container: Int
+    /// Disk byte offset of the LV's first byte, and the LV's size.
+    public var start: UInt64
+    public var size: UInt64
+    /// "lvm2:striped", "lvm2:raid1", … (segment types joined by "+").
+    public var type: String
+    public var filesystem: FilesystemInfo?
+    /// "used-blocks", "raw" or "skipped".
+    public var method: String
+    /// Disk byte ranges saved for this LV (every mirror leg included), sorted and disjoint.
+    public var extents: [Extent]
+    /// LV bytes saved (once, whatever the number of legs).
+    public var usedBytes: UInt64 = 0
+    public var warnings: [String]
+    public var failure: String?
+}
+
+enum VolumeAnalyzer {
+    /// Finds LVM2 PVs among the partitions that hold no filesystem, and replaces each PV's
+    /// whole-partition raw plan by its metadata plus its LVs' used blocks. Anything that
+    /// cannot be mapped with certainty leaves the PV saved raw, with a warning.
+    static func plan(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>) -> [VolumePlan] {
+        struct PV { var index: Int; var slice: SliceSource; var label: LVM2.Label; var vg: VolumeGroup }
+        var mdMembers: Set<Int> = []
+        let mdVolumes = planMD(device: device, partitions: &partitions, forceRaw: forceRaw, members: &mdMembers)
+        var pvs: [PV] = []
+        // An md member is planned by planMD: a PV found at its offset 0 (superblock 0.90/1.0
+        // at the end) would otherwise be saved without the superblock.
+        for (i, p) in partitions.enumerated() where p.filesystem == nil && p.failure == nil
+            && !forceRaw.contains(p.entry.number) && !mdMembers.contains(i) {
+            guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
+            do {
+                if let (label, vg) = try LVM2.readVolumeGroup(slice) {
+                    pvs.append(PV(index: i, slice: slice, label: label, vg: vg))
+                } else if LVM2.isLVM1(slice) {
+                    partitions[i].warnings.append("partition \(p.entry.number): LVM1 physical volume; saved raw (every byte)")
+                }
+            } catch {
+                partitions[i].warnings.append("partition \(p.entry.number): LVM2 metadata unusable (\(error)); saved raw (every byte)")
+            }
+        }
+        var volumes = mdVolumes
+        for vgUUID in Set(pvs.map(\.vg.uuid)).sorted() {
+            let members = pvs.filter { $0.vg.uuid == vgUUID }
+            // The newest copy of the metadata wins, as LVM itself decides.
+            let vg = members.max { $0.vg.seqno < $1.vg.seqno }!.vg
+            let sources: [PV?] = vg.physicalVolumes.map { pv in members.first { $0.label.uuid == pv.uuid } }
+            let numbers = members.map { partitions[$0.index].entry.number }
+            if sources.contains(where: { $0 == nil }) {
+                for m in members {
+                    partitions[m.index].warnings.append("partition \(numbers[0]): VG \(vg.name) has PVs on other disks; this PV is saved raw (every byte)")
+                }
+                continue
+            }
+            do {
+                let planned = try planGroup(vg, members: sources.map { $0! }.map { ($0.index, $0.slice, $0.label) },
+                                            partitions: partitions, firstNumber: volumes.count + 1)
+                for (k, m) in sources.enumerated() {
+                    // Its bytes outside the saved extents are unallocated PV space.
+                    let i = m!.index
+                    partitions[i].method = "lvm2"
+                    partitions[i].warnings.removeAll { $0.contains(": no known filesystem; saved raw") }
+                    partitions[i].extents = planned.pvExtents[k]
+                }
+                volumes += planned.volumes
+            } catch {
+                for m in members {
+                    partitions[m.index].warnings.append("VG \(vg.name): \(error); its PVs are saved raw (every byte)")
+                }
+            }
+        }
+        return volumes
+    }
+
+    static func planGroup(_ vg: VolumeGroup, members: [(index: Int, slice: SliceSource, label: LVM2.Label)],
+                          partitions: [PartitionPlan], firstNumber: Int)
+        throws -> (volumes: [VolumePlan], pvExtents: [[Extent]])
+    {
+        let sources: [(any BlockSource)?] = members.map { $0.slice }
+        var pvExtents: [[Extent]] = members.map { m in
+            // Label sector, metadata areas and everything before the first extent.
+            let size = m.slice.size
+            let peStart = m.label.dataAreas.first?.offset ?? 0
+            return [Extent(start: 0, length: min(peStart, size))] + m.label.metadataAreas.map {
+                let start = min($0.offset, size)
+                return Extent(start: start, length: min($0.size, size - start))
+            }
+        }
+        var volumes: [VolumePlan] = []
+        let images = vg.imageNames
+        func diskStart(_ map: VolumeMap) -> (container: Int, start: UInt64) {
+            guard let r = map.pieces.first?.runs.first else { return (0, 0) }
+            let entry = partitions[members[r.pv].index].entry
+            return (entry.number, entry.start + r.offset)
+        }
+        for lv in vg.logicalVolumes where !images.contains(lv.name) {
+            if lv.segments.contains(where: { if case .snapshot = $0.kind { return true } else { return false } }) { continue }
+            // A one-stripe "striped" segment is what LVM calls linear.
+            let kinds = lv.segments.map { seg -> String in
+                if case .striped(_, let areas) = seg.kind, areas.count == 1 { return "linear" }
+                return seg.type
+            }
+            let type = "lvm2:" + Array(Set(kinds)).sorted().joined(separator: "+")
+            // A map that fails here (thin, cache, raid5…) would leave bytes unsaved: the
+            // caller saves the PVs raw instead.
+            let maps = try (0 ..< vg.legCount(lv.name)).map { try vg.map(lv.name, leg: $0) }
+            let (container, start) = diskStart(maps[0])
+            var plan = VolumePlan(number: firstNumber + volumes.count, name: "\(vg.name)/\(lv.name)", uuid: lv.uuid,
+                                  container: container, start: start, size: maps[0].size, type: type,
+                                  filesystem: nil, method: "raw", extents: [], warnings: [])
+            let whole = [Extent(start: 0, length: maps[0].size)]
+            if let origin = lv.snapshotOf {
+                plan.method = "skipped"
+                plan.warnings.append("\(plan.name) is a snapshot of \(vg.name)/\(origin): the origin is saved, the snapshot is not (remove it before a backup, or it will be invalid after a restore)")
+                volumes.append(plan)
+                continue
+            }
+            var used = whole
+            if lv.visible {
+                let source = try LogicalVolumeSource(map: maps[0], pvs: sources)
+                if let (module, info) = Filesystems.detect(source) {
+                    plan.filesystem = info
+                    plan.warnings += info.warnings.map { "\(plan.name) (\(info.type)): \($0)" }
+                    if let refusal = info.refusal { plan.warnings.append("\(plan.name) (\(info.type)): \(refusal); saved raw") }
+                    else {
+                        do {
+                            let u = try module.usedExtents(source)
+                            let slack = info.usedBytesClaimed / 100 + UInt64(16 * info.blockSize)
+                            if u.totalLength + slack < info.usedBytesClaimed {
+                                plan.warnings.append("\(plan.name) (\(info.type)): the allocation map gives \(u.totalLength) used bytes but the filesystem claims \(info.usedBytesClaimed); saved raw")
+                            } else {
+                                used = u
+                                plan.method = "used-blocks"
+                            }
+                        } catch {
+                            plan.warnings.append("\(plan.name) (\(info.type)): allocation map cannot be trusted (\(error)); saved raw")
+                        }
+                    }
+                } else {
+                    plan.warnings.append("\(plan.name): no known filesystem; saved raw (every byte)")
+                }
+            }
+            // Hidden LVs that are not images (raid metadata, mirror logs) are small: raw.
+            // Mirrored LVs are saved through every leg: identical bytes dedupe in the store,
+            // and a restore then leaves every leg in sync.
+            var disk: [Extent] = []
+            for map in maps {
+                for e in used {
+                    for (pv, x) in try map.physical(e) {
+                        pvExtents[pv].append(x)
+                        disk.append(Extent(start: partitions[members[pv].index].entry.start + x.start, length: x.length))
+                    }
+                }
+            }
+            plan.extents = disk.coalesced()
+            plan.usedBytes = used.totalLength
+            volumes.append(plan)
+        }
+        return (volumes, pvExtents.map { exts in exts.coalesced() }.enumerated().map { k, exts in
+            exts.map { Extent(start: $0.start + partitions[members[k].index].entry.start, length: $0.length) }
+        })
+    }
+
+    /// md RAID members (docs/formats/md.md). A RAID1 member holds a whole copy of the array:
+    /// its filesystem is saved by used blocks, plus the member's metadata (superblock, bitmap)
+    /// raw. Each member is saved; their identical data dedupes in the store, and a restore puts
+    /// every member back with its own superblock. Other levels are saved raw for now.
+    static func planMD(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>,
+                       members: inout Set<Int>) -> [VolumePlan] {
+        var volumes: [VolumePlan] = []
+        for (i, p) in partitions.enumerated() where p.failure == nil && !forceRaw.contains(p.entry.number) {
+            guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
+            let sb: MD.Superblock
+            do {
+                guard let found = try MD.read(slice) else { continue }
+                sb = found
+            } catch {
+                if p.filesystem == nil {
+                    partitions[i].warnings.append("partition \(p.entry.number): md superblock unusable (\(error)); saved raw (every byte)")
+                }
+                continue
+            }
+            members.insert(i)
+            let n = p.entry.number
+            // Everything of the member outside the array's data: superblock, bitmap, bad-block log.
+            let dataEnd = sb.dataOffset + sb.dataSize // MD.parse checked it lies inside the member
+            let metadata = [Extent(start: 0, length: sb.dataOffset), Extent(start: dataEnd, length: slice.size - dataEnd)]
+                .filter { $0.length > 0 }.map { Extent(start: $0.start + p.entry.start, length: $0.length) }
+            if p.filesystem != nil {
+                // Data at offset 0 (0.90, 1.0): the filesystem was planned already; keep the
+                // superblock at the end too, or the restored disk is no longer a member.
+                if sb.dataOffset == 0, p.method == "used-blocks" {
+                    partitions[i].extents = (p.extents + metadata).coalesced()
+                }
+                continue
+            }
+            var plan = VolumePlan(number: volumes.count + 1, name: "md:" + (sb.name.isEmpty ? formatUUID(sb.arrayUUID) : sb.name),
+                                  uuid: formatUUID(sb.arrayUUID), container: n, start: p.entry.start + sb.dataOffset,
+                                  size: sb.dataSize, type: "md:\(sb.levelName) \(sb.version.rawValue)", filesystem: nil,
+                                  method: "raw", extents: [], warnings: [])
+            defer { volumes.append(plan) }
+            guard sb.level == 1 else {
+                plan.warnings.append("partition \(n): md \(sb.levelName) member; saved raw (every byte)")
+                continue
+            }
+            guard let data = try? SliceSource(slice, start: sb.dataOffset, size: sb.dataSize),
+                  let (module, info) = Filesystems.detect(data) else {
+                plan.warnings.append("partition \(n): md raid1 member without a known filesystem; saved raw (every byte)")
+                continue
+            }
+            plan.filesystem = info
+            plan.warnings += info.warnings.map { "\(plan.name) (\(info.type)): \($0)" }
+            do {
+                guard info.refusal == nil else { throw FormatError(.unsupported, info.refusal!) }
+                let used = try module.usedExtents(data)
+                let slack = info.usedBytesClaimed / 100 + UInt64(16 * info.blockSize)
+                guard used.totalLength + slack >= info.usedBytesClaimed else {
+                    throw FormatError(.badValue, "the allocation map gives \(used.totalLength) used bytes, the filesystem claims \(info.usedBytesClaimed)")
+                }
+                plan.extents = used.map { Extent(start: $0.start + plan.start, length: $0.length) }
+                plan.usedBytes = used.totalLength
+                plan.method = "used-blocks"
+                partitions[i].extents = (plan.extents + metadata).coalesced()
+                partitions[i].method = "md-raid1"
+                partitions[i].warnings.removeAll { $0.contains(": no known filesystem; saved raw") }
+            } catch {
+                plan.warnings.append("\(plan.name) (\(info.type)): \(error); saved raw")
+            }
+        }
+        return volumes
+    }
+
+    static func formatUUID(_ b: [UInt8]) -> String {
+        stride(from: 0, to: b.count, by: 4).map { i in
+            b[i ..< min(i + 4, b.count)].map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        }.joined(separator: ":")
+    }
+}
