@@ -123,7 +123,11 @@ public final class MulticastReceiver {
                 break loop
             }
             _ = pollReadable([groupSocket.fd], timeoutMilliseconds: 100)
-            while let (n, address, port) = buffer.withUnsafeMutableBytes({ groupSocket.receive(into: $0) }) {
+            // A bounded batch: under a steady stream the timers above must still run (a
+            // receiver that never sends keep-alives looks dead to the sender).
+            var batch = 0
+            while batch < 256, let (n, address, port) = buffer.withUnsafeMutableBytes({ groupSocket.receive(into: $0) }) {
+                batch += 1
                 stats.packetsReceived += 1
                 do {
                     let p = try MulticastPacket.parse(Array(buffer[0 ..< n]), session: session, verify: o.key.verify)
@@ -186,12 +190,15 @@ public final class MulticastReceiver {
 
     /// Far behind: the rest is cheaper by unicast than by slowing everyone.
     func giveUp() -> String? {
-        var missing = 0, total = 0
+        // By pieces: a chunk missing one piece of 700 is nearly here, not missing.
+        var missing = 0.0, total = 0.0
         for (i, c) in table.enumerated() {
-            total += c.length
-            if !complete[i] { missing += c.length }
+            total += Double(c.length)
+            guard !complete[i] else { continue }
+            let part = partials[i].map { 1 - Double($0.count) / Double($0.have.count) } ?? 1
+            missing += part * Double(c.length)
         }
-        let fraction = Double(missing) / Double(max(total, 1))
+        let fraction = missing / max(total, 1)
         if dataRounds >= Int(MulticastLimits.fallbackRound), fraction > MulticastLimits.fallbackMissingFraction {
             return "after \(dataRounds) rounds \(Int(fraction * 100)) % of the image is still missing"
         }

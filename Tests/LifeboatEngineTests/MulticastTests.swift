@@ -16,7 +16,7 @@ final class MulticastTests: EngineTestCase {
     var tag: String { "lbm\(getpid() % 10000)" }
 
     override func tearDownWithError() throws {
-        for p in processes where p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        for p in processes where p.isRunning { killTree(p); p.waitUntilExit() }
         processes = []
         for ns in namespaces { _ = sh("ip netns del \(ns)") }
         namespaces = []
@@ -83,6 +83,12 @@ final class MulticastTests: EngineTestCase {
         return p
     }
 
+    /// SIGKILL to a process we spawned (`timeout`) and to its child (`lifeboat`, which
+    /// `ip netns exec` became), by their IDs.
+    func killTree(_ p: Process) {
+        _ = sh("for c in $(pgrep -P \(p.processIdentifier)); do kill -KILL $c; done; kill -KILL \(p.processIdentifier)")
+    }
+
     func stats(_ log: String) -> [String: Any] {
         guard let d = FileManager.default.contents(atPath: log),
               let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return [:] }
@@ -135,8 +141,7 @@ final class MulticastTests: EngineTestCase {
         receivers[3] = try spawn("\(tag)r3", receiveArgs(store, id, target: path("r3.img")), log: path("r3.json"))
         // Receiver 4 dies mid-stream.
         usleep(500_000)
-        kill(receivers[4]!.processIdentifier, SIGKILL)
-        _ = sh("pkill -KILL -f -- '--target \(path("r4.img"))'")
+        killTree(receivers[4]!)
         for i in [1, 2, 3] { receivers[i]!.waitUntilExit() }
         sender.waitUntilExit()
         let elapsed = Date().timeIntervalSince(t0)
@@ -170,7 +175,7 @@ final class MulticastTests: EngineTestCase {
                                            "--rate", "8"], log: path("send.json"))
         receiver.waitUntilExit()
         sender.waitUntilExit()
-        kill(forger.processIdentifier, SIGKILL)
+        killTree(forger)
         XCTAssertEqual(receiver.terminationStatus, 0, output(path("r1.json")))
         XCTAssertEqual(sender.terminationStatus, 0, output(path("send.json")))
         let s = stats(path("r1.json"))
