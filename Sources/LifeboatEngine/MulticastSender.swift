@@ -131,7 +131,7 @@ struct MulticastSenderMachine {
         let losses = live.values.filter { $0.answered == round && !$0.state.isFinal }
             .map { max(0, 1 - Double($0.received) / Double(sent)) }.sorted()
         guard !losses.isEmpty else { return }
-        let median = losses[losses.count / 2]
+        let median = losses[(losses.count - 1) / 2] // the lower median: of two PCs, the better
         if median > 0.05 { rate = max(minRate, rate * 0.75) } else if median < 0.01 { rate = min(maxRate, rate * 1.25) }
     }
 }

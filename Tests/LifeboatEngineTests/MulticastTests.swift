@@ -158,6 +158,37 @@ final class MulticastTests: EngineTestCase {
         print("multicast: sender \(stats(path("send.json"))); late joiner \(stats(path("r3.json")))")
     }
 
+    /// A receiver losing 40 % of the stream gives up multicast and finishes from its
+    /// unicast repository (here the store, standing in for the agent API) with an identical
+    /// disk; the healthy receiver finishes first, by multicast alone.
+    func testReceiverFarBehindFinishesByUnicastAfterTheHealthyOne() throws {
+        try makeLab(receivers: 2)
+        let (store, id, reference) = try makeImage()
+        try randomDrop("\(tag)r2", perMille: 400)
+        let sender = try spawn("\(tag)s", ["multicast", "send", "--store", store, "--image", id, "--group", group,
+                                           "--interface", "mcbr0", "--key", key, "--min-receivers", "2", "--max-wait", "20",
+                                           "--rate", "8"], log: path("send.json"))
+        let good = try spawn("\(tag)r1", receiveArgs(store, id, target: path("r1.img")), log: path("r1.json"))
+        let slow = try spawn("\(tag)r2", receiveArgs(store, id, target: path("r2.img")) + ["--fallback", "--verbose"],
+                             log: path("r2.json"))
+        good.waitUntilExit()
+        slow.waitUntilExit()
+        sender.waitUntilExit()
+        XCTAssertEqual(good.terminationStatus, 0, output(path("r1.json")))
+        XCTAssertEqual(slow.terminationStatus, 0, output(path("r2.json")))
+        XCTAssertEqual(sender.terminationStatus, 0, output(path("send.json")))
+        XCTAssertGreaterThan(stats(path("r2.json"))["chunksByFallback"] as? Int ?? 0, 0, output(path("r2.json")))
+        XCTAssertTrue(output(path("r2.json")).contains("falling back to unicast"), output(path("r2.json")))
+        XCTAssertEqual(stats(path("r1.json"))["chunksByFallback"] as? Int, 0)
+        // Once the healthy PC is done the sender may slow down for the lossy one, never below the floor.
+        XCTAssertGreaterThanOrEqual(stats(path("send.json"))["finalRate"] as? Double ?? 0, 1e6, "rate floor (--rate / 8)")
+        XCTAssertLessThan(stats(path("r1.json"))["seconds"] as? Double ?? 99, stats(path("r2.json"))["seconds"] as? Double ?? 0,
+                          "the healthy PC finished first")
+        for i in [1, 2] {
+            XCTAssertEqual(sh("cmp \(q(reference)) \(q(path("r\(i).img")))").status, 0, "receiver \(i)'s disk differs from a unicast restore")
+        }
+    }
+
     /// Packets signed with another key reach the receiver among the real ones: all are
     /// dropped and counted as forged, and the disk still comes out identical.
     func testForgedPacketsAreDroppedAndCounted() throws {
