@@ -50,11 +50,21 @@ done
 echo "building a ${size_mb} MB disk…" >&2
 disk=$work/disk.img
 mkdir -p "$work/content"
-budget=$(( size_mb * 85 / 100 * 1024 * 1024 ))
-find /usr/lib /usr/share /usr/bin -xdev -type f -size +4k 2>/dev/null | while read -r f; do
-    s=$(stat -c %s "$f"); budget=$((budget - s)); [ $budget -gt 0 ] || break
-    mkdir -p "$work/content/$(dirname "$f")"; cp "$f" "$work/content/$f"
-done
+python3 - "$work/content" $(( size_mb * 85 / 100 * 1024 * 1024 )) <<'PY'
+import os, shutil, sys
+dst, budget = sys.argv[1], int(sys.argv[2])
+for top in ("/usr/lib", "/usr/share", "/usr/bin"):
+    for root, dirs, files in os.walk(top):
+        for f in files:
+            p = os.path.join(root, f)
+            if not os.path.isfile(p) or os.path.islink(p): continue
+            s = os.path.getsize(p)
+            if s < 4096 or s > budget: continue
+            os.makedirs(dst + root, exist_ok=True)
+            shutil.copyfile(p, dst + p)
+            budget -= s
+            if budget < 1 << 20: sys.exit(0)
+PY
 truncate -s ${size_mb}M "$disk"
 printf 'label: dos\nstart=2048, type=83\n' | sfdisk -q "$disk"
 part_mb=$(( size_mb - 1 ))
@@ -70,7 +80,9 @@ loss() { # per-mille on every receiver
     for i in $(seq $N); do
         ip netns exec ${tag}r$i nft delete table inet lbloss 2>/dev/null || true
         [ "$1" -eq 0 ] || ip netns exec ${tag}r$i nft -f - <<NFT
-table inet lbloss { chain in { type filter hook input priority 0; udp dport { $PORT, $((PORT + 1)), 9000, 9001 } numgen random mod 1000 < $1 drop; } }
+table inet lbloss {
+  chain in { type filter hook input priority 0; udp dport { $PORT, 9000, 9001 } numgen random mod 1000 < $1 drop; }
+}
 NFT
     done
 }
@@ -90,7 +102,7 @@ ours() {
     for p in "${rp[@]}"; do wait "$p" || { echo "receiver failed: $(cat "$work"/r*.json)" >&2; exit 1; }; done
     t1=$(date +%s.%N)
     wait $sp || true
-    cmp -n $((size_mb << 20)) "$work/r1.img" "$work/ref.img" >/dev/null || { echo "ours: r1 differs from a unicast restore" >&2; exit 1; }
+    cmp -n $((size_mb << 20)) "$work/r1.img" "$work/expected.img" >/dev/null || { echo "ours: r1 differs from a unicast restore" >&2; exit 1; }
     echo "$t1 - $t0" | bc
 }
 
@@ -114,7 +126,7 @@ theirs() {
     echo "$t1 - $t0" | bc
 }
 
-"$BIN" restore "$id" "$work/ref.img" --store "$work/store" >/dev/null
+"$BIN" restore "$id" "$work/expected.img" --store "$work/store" >/dev/null
 printf '%-6s %12s %12s %12s %12s %8s\n' loss "ours s" "ours MB/s" "udpcast s" "udpc. MB/s" ratio
 for pm in 0 20; do
     loss $pm
