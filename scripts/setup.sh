@@ -12,11 +12,13 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # (scripts/rescue-build.sh) and its QEMU tests: busybox-static (also the udhcpc/udhcpd above;
 # it conflicts with Debian's busybox), cpio, kmod (depmod/modprobe on the downloaded kernel),
 # qemu-system-x86, ovmf (UEFI PCs), iproute2 (netns, bridge, tap), grub-pc-bin (a GRUB-bootable
-# test disk).
+# test disk). Multicast: nftables (random loss in the tests and bench), udpcast (the bench's
+# yardstick).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
          ipxe curl chromium chromium-driver python3 atftp tftp-hpa tftpd-hpa bc \
-         busybox-static cpio kmod qemu-system-x86 ovmf iproute2 grub-pc-bin isc-dhcp-client; do
+         busybox-static cpio kmod qemu-system-x86 ovmf iproute2 grub-pc-bin isc-dhcp-client \
+         nftables udpcast; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
