@@ -105,7 +105,7 @@ struct MulticastSenderMachine {
         switch state {
         case let .waiting(since):
             let joined = live(now).count
-            if (minReceivers > 0 && joined >= minReceivers) || now - since >= maxWait { state = .streaming(round: 0) }
+            if joined >= minReceivers || now - since >= maxWait { state = .streaming(round: 0) }
         case let .collecting(r, since, sent):
             let live = live(now)
             let allAnswered = !live.isEmpty && live.values.allSatisfy { $0.answered == r || $0.state.isFinal }
