@@ -262,7 +262,9 @@ public enum MulticastSender {
                 drainReports(round: 0)
             case let .streaming(r):
                 var pieces = 0
-                for (i, need) in machine.takeRound() {
+                let round = machine.takeRound()
+                if !round.isEmpty { o.log?("round \(r) starts: \(round.count) chunks") }
+                for (i, need) in round {
                     let (codec, stored) = try storedChunk(i)
                     for k in need.list(pieceCount: DataHeader.pieceCount(stored: stored.count)) {
                         sendChunk(i, codec: codec, stored: stored, pieces: [k], round: r)

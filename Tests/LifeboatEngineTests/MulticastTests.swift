@@ -131,13 +131,11 @@ final class MulticastTests: EngineTestCase {
         for i in [1, 2, 4] {
             receivers[i] = try spawn("\(tag)r\(i)", receiveArgs(store, id, target: path("r\(i).img")), log: path("r\(i).json"))
         }
-        // Late joiner: starts once the sender streams (round 0 takes several seconds at 8 MB/s).
+        // Late joiner: starts 1.5 s into round 0 (which takes several seconds at 8 MB/s).
         let t0 = Date()
-        while !output(path("send.json")).contains("joined") || output(path("send.json")).components(separatedBy: "joined").count < 4 {
-            if Date().timeIntervalSince(t0) > 20 { break }
-            usleep(50_000)
-        }
+        while !output(path("send.json")).contains("round 0 starts"), Date().timeIntervalSince(t0) < 20 { usleep(50_000) }
         usleep(1_500_000)
+        XCTAssertFalse(output(path("send.json")).contains("round 0:"), "round 0 is still running when receiver 3 joins")
         receivers[3] = try spawn("\(tag)r3", receiveArgs(store, id, target: path("r3.img")), log: path("r3.json"))
         // Receiver 4 dies mid-stream.
         usleep(500_000)
