@@ -102,6 +102,7 @@ ours() {
     for p in "${rp[@]}"; do wait "$p" || { echo "receiver failed: $(cat "$work"/r*.json)" >&2; exit 1; }; done
     t1=$(date +%s.%N)
     wait $sp || true
+    [ -z "${VERBOSE:-}" ] || { echo "sender: $(tr -d '\n ' < "$work/send.json")"; for i in $(seq $N); do echo "r$i: $(tr -d '\n ' < "$work/r$i.json")"; done; } >&2
     cmp -n $((size_mb << 20)) "$work/r1.img" "$work/expected.img" >/dev/null || { echo "ours: r1 differs from a unicast restore" >&2; exit 1; }
     echo "$t1 - $t0" | bc
 }
