@@ -20,7 +20,7 @@ fi
 BIN=$(readlink -f "$BIN")
 RATE=${RATE:-200}   # our --rate, MB/s of datagrams
 
-tag=lbmb$$; S=${tag}s; N=4; GROUP=239.77.61.1; PORT=9160
+tag=lbmb$$; S=${tag}s; N=${N:-4}; GROUP=239.77.61.1; PORT=9160
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -135,4 +135,4 @@ for pm in 0 20; do
     ra=$(echo "scale=1; $size_mb / $a" | bc); rb=$(echo "scale=1; $size_mb / $b" | bc)
     printf '%-6s %12.2f %12s %12.2f %12s %8s\n' "$((pm / 10)) %" "$a" "$ra" "$b" "$rb" "$(echo "scale=2; $b / $a" | bc)"
 done
-echo "($size_mb MB disk, $(sed -n 1p "$work/backup.txt"); 4 receivers; ours at --rate $RATE MB/s; binary $BIN)"
+echo "($size_mb MB disk, $(sed -n 1p "$work/backup.txt"); $N receivers; ours at --rate $RATE MB/s; binary $BIN)"

@@ -109,7 +109,10 @@ struct MulticastSenderMachine {
         case let .collecting(r, since, sent):
             let live = live(now)
             let allAnswered = !live.isEmpty && live.values.allSatisfy { $0.answered == r || $0.state.isFinal }
-            guard allAnswered || now - since >= MulticastLimits.collectionWindow else { return }
+            // A receiver still draining its backlog answers late; once some repair is known,
+            // waiting longer idles the link, and late answers join the round after.
+            let repairKnown = !need.isEmpty && now - since >= MulticastLimits.collectionMinimum
+            guard allAnswered || repairKnown || now - since >= MulticastLimits.collectionWindow else { return }
             adjustRate(round: r, sent: sent, live: live)
             if dataRounds >= 1, !live.isEmpty, live.values.allSatisfy(\.state.isFinal) {
                 state = .finished(reason: "every live receiver is done")
