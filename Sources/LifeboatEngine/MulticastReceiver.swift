@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import LifeboatFormats
 import LifeboatIO
 import LifeboatStore
@@ -66,6 +67,10 @@ public final class MulticastReceiver {
     var partials: [Int: Partial] = [:]
     var buffered = 0
     var tableChunks: [ChunkID: [UInt8]] = [:]
+    /// Complete chunks handed to the worker: not asked for again while it checks them.
+    var inFlight = Set<Int>()
+    /// Decode, hash and write run there, so the thread reading the socket keeps up.
+    let worker = ChunkWorker()
     var answered: UInt32?
     var dataRounds = 0
     var roundSeen: UInt32 = 0
@@ -122,7 +127,8 @@ public final class MulticastReceiver {
             case .failed:
                 break loop
             }
-            _ = pollReadable([groupSocket.fd], timeoutMilliseconds: 100)
+            try collectResults()
+            _ = pollReadable([groupSocket.fd], timeoutMilliseconds: 20)
             // A bounded batch: under a steady stream the timers above must still run (a
             // receiver that never sends keep-alives looks dead to the sender).
             var batch = 0
@@ -210,7 +216,7 @@ public final class MulticastReceiver {
 
     func take(_ h: DataHeader, _ payload: ArraySlice<UInt8>) throws {
         let i = Int(h.chunk)
-        guard i < table.count, !complete[i], h.id == table[i].id.bytes, Int(h.rawLength) == table[i].length else {
+        guard i < table.count, !complete[i], !inFlight.contains(i), h.id == table[i].id.bytes, Int(h.rawLength) == table[i].length else {
             if i >= table.count || h.id != table[i].id.bytes { stats.malformed += 1 }
             return
         }
@@ -242,8 +248,14 @@ public final class MulticastReceiver {
             return
         }
         partials[i] = nil
-        buffered -= stored
         let ref = table[i]
+        if let plan, let where_ = places[ref.id] {
+            // The common case, off this thread; `buffered` keeps counting it until written.
+            inFlight.insert(i)
+            worker.submit(index: i, stored: part.stored, codec: part.codec, ref: ref, places: where_, plan: plan)
+            return
+        }
+        buffered -= stored
         var raw = [UInt8](repeating: 0, count: ref.length)
         var ok = true
         if part.codec == 1 {
@@ -258,6 +270,25 @@ public final class MulticastReceiver {
             return
         }
         try accept(i, raw, byMulticast: true)
+    }
+
+    /// Chunks the worker finished: complete, or asked for again after a hash mismatch.
+    func collectResults() throws {
+        for r in worker.take() {
+            inFlight.remove(r.index)
+            buffered -= r.stored
+            if let e = r.error { throw EngineError("writing chunk \(table[r.index].id): \(e)") }
+            guard r.ok else { stats.hashMismatches += 1; continue }
+            stats.bytesWritten += r.written
+            stats.chunksByMulticast += 1
+            markComplete(r.index)
+        }
+    }
+
+    /// Waits for the worker, then takes its results.
+    func drainWorker() throws {
+        worker.wait()
+        try collectResults()
     }
 
     func accept(_ i: Int, _ raw: [UInt8], byMulticast: Bool) throws {
@@ -322,6 +353,7 @@ public final class MulticastReceiver {
             state = .failed(reason: "\(reason); \(lacking) chunk(s) lacking and no unicast repository to finish from")
             return
         }
+        try drainWorker()
         if plan == nil { try makePlan() }
         for i in table.indices where !complete[i] {
             if let where_ = places[table[i].id] {
@@ -352,7 +384,7 @@ public final class MulticastReceiver {
         var missing: [MissingEntry] = []
         if entries {
             let cap = MulticastLimits.maxReportEntries * MulticastLimits.maxReportsPerRound
-            for i in table.indices where !complete[i] && missing.count < cap {
+            for i in table.indices where !complete[i] && !inFlight.contains(i) && missing.count < cap {
                 if let p = partials[i] {
                     var k = 0
                     while k < p.have.count, missing.count < cap {
@@ -379,4 +411,57 @@ public final class MulticastReceiver {
             reportSocket.send(p.serialize(mac: { o.key.mac($0) }), to: sender.address, port: sender.port)
         } while from < missing.count
     }
+}
+
+/// A complete chunk's decode, SHA-256 check and write, on one serial queue; results are
+/// taken by the receiving thread.
+final class ChunkWorker: @unchecked Sendable {
+    struct Result {
+        var index: Int
+        var stored: Int
+        var ok = false
+        var written: UInt64 = 0
+        /// A write failure: the restore cannot go on.
+        var error: String? = nil
+    }
+
+    private let queue = DispatchQueue(label: "multicast-receiver")
+    // Used only on `queue`.
+    private let zstd = Zstd()
+    private let mutex = Mutex()
+    private var finished: [Result] = []
+
+    func submit(index: Int, stored: [UInt8], codec: UInt8, ref: ChunkRef, places: [RestorePlan.Place], plan: RestorePlan) {
+        queue.async {
+            var result = Result(index: index, stored: stored.count)
+            var raw = [UInt8](repeating: 0, count: ref.length)
+            var decoded = true
+            if codec == 1 {
+                do {
+                    try stored.withUnsafeBytes { src in try raw.withUnsafeMutableBytes { try self.zstd.decompress(src, into: $0) } }
+                } catch { decoded = false } // a bad frame is a mismatch: asked for again
+            } else {
+                raw = stored
+            }
+            if decoded, ChunkID(hashing: raw) == ref.id {
+                do {
+                    try raw.withUnsafeBytes { try plan.write($0, to: places) }
+                    result.ok = true
+                    result.written = places.reduce(0) { $0 + $1.length }
+                } catch {
+                    result.error = "\(error)"
+                }
+            }
+            self.mutex.withLock { self.finished.append(result) }
+        }
+    }
+
+    func take() -> [Result] {
+        mutex.withLock {
+            defer { finished = [] }
+            return finished
+        }
+    }
+
+    func wait() { queue.sync {} }
 }
