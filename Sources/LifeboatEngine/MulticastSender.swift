@@ -109,10 +109,9 @@ struct MulticastSenderMachine {
         case let .collecting(r, since, sent):
             let live = live(now)
             let allAnswered = !live.isEmpty && live.values.allSatisfy { $0.answered == r || $0.state.isFinal }
-            // A receiver still draining its backlog answers late; once some repair is known,
-            // waiting longer idles the link, and late answers join the round after.
-            let repairKnown = !need.isEmpty && now - since >= MulticastLimits.collectionMinimum
-            guard allAnswered || repairKnown || now - since >= MulticastLimits.collectionWindow else { return }
+            // Not shorter: a receiver still draining its backlog answers late, and starting
+            // rounds without it makes many small rounds that its fallback rule counts.
+            guard allAnswered || now - since >= MulticastLimits.collectionWindow else { return }
             adjustRate(round: r, sent: sent, live: live)
             if dataRounds >= 1, !live.isEmpty, live.values.allSatisfy(\.state.isFinal) {
                 state = .finished(reason: "every live receiver is done")

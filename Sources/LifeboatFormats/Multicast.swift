@@ -21,7 +21,6 @@ public enum MulticastLimits {
     public static let roundEndSpacing = 0.01
     public static let finalRepeats = 5
     public static let collectionWindow = 0.3
-    public static let collectionMinimum = 0.05
     public static let receiverLive = 3.0
     public static let keepAlive = 1.0
     public static let receiverSilence = 5.0
