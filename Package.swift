@@ -32,8 +32,11 @@ let package = Package(
             "LifeboatIO", "CZstd",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // 3. Engines: backup, restore, verify.
-        .target(name: "LifeboatEngine", dependencies: ["LifeboatFormats", "LifeboatIO", "LifeboatStore"]),
+        // 3. Engines: backup, restore, verify, multicast (HMAC-SHA256 on its packets).
+        .target(name: "LifeboatEngine", dependencies: [
+            "LifeboatFormats", "LifeboatIO", "LifeboatStore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Control-plane values shared by server, agent and CLI: API bodies, validation,
         // the task state machine, schedules, CSV, Wake-on-LAN. Pure, no I/O but WakeOnLAN.send.
         .target(name: "LifeboatControl"),

@@ -22,6 +22,7 @@ let targets: [String: (MemorySource) -> Void] = [
     "md": { _ = try? MD.read(PaddedSource(input: $0, size: max($0.size, 16 << 20))) },
     "dhcp": { fuzzDatagram($0) { if let m = try? DHCPMessage.parse($0) { _ = (m.isIPXE, m.clientArchitecture, m.serialize()) } } },
     "tftp": { fuzzDatagram($0) { if let p = try? TFTPPacket.parse($0) { _ = p.serialize() } } },
+    "multicast": { fuzzDatagram($0) { fuzzMulticast($0) } },
 ]
 
 /// A PV image: label, metadata area, VG text, then every LV mapped and read through its map.
@@ -95,5 +96,18 @@ struct PaddedSource: BlockSource {
             out.replaceSubrange(0 ..< n, with: try input.read(at: offset, count: n))
         }
         return out
+    }
+}
+
+/// Any MAC passes here so the bodies are reached; a parsed packet must serialize back to the
+/// same datagram (MAC bytes aside) and parse again to the same value.
+func fuzzMulticast(_ bytes: [UInt8]) {
+    guard let p = try? MulticastPacket.parse(bytes, session: nil, verify: { _, _ in true }) else { return }
+    var payload: [UInt8] = []
+    if case let .data(_, range) = p.body { payload = Array(bytes[range]) }
+    let again = payload.withUnsafeBytes { p.serialize(payload: $0, mac: { _ in [UInt8](repeating: 0, count: 16) }) }
+    guard again.count == bytes.count, again.dropLast(16).elementsEqual(bytes.dropLast(16)),
+          (try? MulticastPacket.parse(again, session: p.session, verify: { _, _ in true })) == p else {
+        fatalError("multicast packet does not round-trip")
     }
 }

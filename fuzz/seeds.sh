@@ -97,6 +97,21 @@ tftp)
     printf '\0\005\0\001File not found\0' > "$dir/error"
     printf '\0\006blksize\0001468\0' > "$dir/oack"
     ;;
+multicast)
+    # Valid packets of each type with a zero MAC (the harness accepts any MAC, so the
+    # bodies are what gets fuzzed).
+    python3 - "$dir" <<'PY'
+import struct, sys
+def pkt(t, body, rnd=0):
+    return b"LBMC" + bytes([1, t]) + struct.pack(">HQII", len(body), 0x1122334455667788, 7, rnd) + body + bytes(16)
+d = sys.argv[1]
+open(d + "/announce", "wb").write(pkt(1, bytes(range(32)) + struct.pack(">I", 3) + bytes([1, 0, 0, 0])))
+open(d + "/data", "wb").write(pkt(2, struct.pack(">IBBHII", 2, 1, 0, 1, 3000, 9000) + bytes(32) + bytes(1384)))
+open(d + "/data-last", "wb").write(pkt(2, struct.pack(">IBBHII", 0, 0, 0, 0, 100, 100) + bytes(32) + bytes(100)))
+open(d + "/round-end", "wb").write(pkt(3, struct.pack(">IB3x", 1234, 1), 4))
+open(d + "/report", "wb").write(pkt(4, struct.pack(">QBBHII", 99, 2, 0, 2, 5, 700) + struct.pack(">IHH", 1, 0, 0) + struct.pack(">IHH", 3, 5, 2)))
+PY
+    ;;
 *)
     echo "no seeds for $target" >&2; exit 1
     ;;

@@ -16,11 +16,12 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # with GRUB for BIOS and UEFI, xorriso, mtools (mtools above). Volume managers: lvm2
 # (pvcreate… with activation off build LVM fixtures; pvs/vgs/lvs judge restores) and mdadm
 # (--examine judges md superblocks; it reads member files without the md driver).
+# Multicast: nftables (random loss in the tests and bench), udpcast (the bench's yardstick).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
          ipxe curl chromium chromium-driver python3 atftp tftp-hpa tftpd-hpa bc \
          busybox-static cpio kmod qemu-system-x86 ovmf iproute2 isc-dhcp-client \
-         grub-common grub-pc-bin grub-efi-amd64-bin xorriso lvm2 mdadm; do
+         grub-common grub-pc-bin grub-efi-amd64-bin xorriso lvm2 mdadm nftables udpcast; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -32,50 +32,19 @@ public enum RestoreEngine {
     /// hash-checks each one.
     public static func run(manifest: Manifest, repository store: any ChunkRepository, targetPath: String,
                            options: RestoreOptions) throws -> RestoreResult {
-        try manifest.validate()
-        let target = try openTarget(targetPath, manifest: manifest, wholeDisk: options.partition == nil)
-        var notes: [String] = []
-        // The saved table areas, readable like a disk: the same parser that read the
-        // source reads them back.
-        let saved = try SavedAreas(stream: manifest.table.stream, diskSize: manifest.source.size, store: store)
-        let savedTable = try PartitionTables.read(saved, sectorSize: manifest.source.sectorSize)
-
-        // 1. Decide what to write (all checks first).
-        var streams: [(label: String, stream: Stream, writeBelow: UInt64)] = []
-        var tablePatches: [BytePatch] = []
-        if let number = options.partition {
-            guard let p = manifest.partitions.first(where: { $0.number == number }) else {
-                throw EngineError("image \(manifest.id.prefix(12)) has no partition \(number); it has \(manifest.partitions.map(\.number).map(String.init).joined(separator: ", "))")
-            }
-            tablePatches = try TableRestore.onePartition(savedTable: savedTable, manifest: manifest, number: number,
-                                                         target: target)
-            streams = [("partition \(number)", p.stream, .max)]
-        } else {
-            let table = try TableRestore.wholeDisk(savedTable: savedTable, manifest: manifest, targetSize: target.size)
-            tablePatches = table.patches
-            notes += table.notes
-            streams = [("partition table", manifest.table.stream, table.writeBelow)]
-                + manifest.partitions.map { ("partition \($0.number)", $0.stream, .max) }
-        }
-        for (label, s, writeBelow) in streams {
-            if let last = s.extents.last(where: { $0.start < writeBelow }), last.end > target.size {
-                throw EngineError("\(label) ends at byte \(last.end) but \(targetPath) has only \(target.size) bytes; nothing was written")
-            }
-        }
-
-        // 2. Write.
-        let total = streams.reduce(0) { $0 + $1.stream.byteCount }
-        let progress = Progress(label: "restore", total: total, enabled: options.showProgress)
+        let z = Zstd()
+        let plan = try RestorePlan(manifest: manifest, targetPath: targetPath, partition: options.partition,
+                                   readChunk: { try store.readChunk($0, zstd: z) })
+        let progress = Progress(label: "restore", total: plan.total, enabled: options.showProgress)
         options.watch?.attach(progress)
         let pool = ZstdPool(level: 3)
-        for (label, s, writeBelow) in streams {
-            try restoreStream(s, label: label, store: store, target: target, pool: pool, progress: progress,
+        for (label, s, writeBelow) in plan.streams {
+            try restoreStream(s, label: label, store: store, target: plan.target, pool: pool, progress: progress,
                               writeBelow: writeBelow)
         }
-        for patch in tablePatches { try target.write(patch.bytes, at: patch.offset) }
-        try target.sync()
+        try plan.finish()
         progress.finish()
-        return RestoreResult(bytesWritten: progress.done, seconds: progress.elapsed, notes: notes)
+        return RestoreResult(bytesWritten: progress.done, seconds: progress.elapsed, notes: plan.notes)
     }
 
     static func openTarget(_ path: String, manifest: Manifest, wholeDisk: Bool) throws -> FileDevice {
@@ -140,16 +109,101 @@ public enum RestoreEngine {
     }
 }
 
+/// What a restore writes where, decided before the first byte is written: every check that
+/// can refuse is made here. The unicast engine and the multicast receiver both write by it.
+public struct RestorePlan: @unchecked Sendable {
+    let target: FileDevice
+    let streams: [(label: String, stream: Stream, writeBelow: UInt64)]
+    let tablePatches: [BytePatch]
+    public let notes: [String]
+    /// Bytes of disk the streams cover.
+    public let total: UInt64
+
+    /// One place a chunk's bytes go: `length` bytes from offset `at` in the chunk to `disk`.
+    public struct Place: Sendable {
+        public var disk: UInt64
+        public var length: UInt64
+        public var at: UInt64
+    }
+
+    /// `readChunk` gives the table stream's chunks (decoded, hash-checked), which hold the
+    /// saved partition table the plan is fitted from.
+    public init(manifest: Manifest, targetPath: String, partition: Int?,
+                readChunk: (ChunkRef) throws -> [UInt8]) throws {
+        try manifest.validate()
+        let target = try RestoreEngine.openTarget(targetPath, manifest: manifest, wholeDisk: partition == nil)
+        var notes: [String] = []
+        // The saved table areas, readable like a disk: the same parser that read the
+        // source reads them back.
+        let saved = try SavedAreas(stream: manifest.table.stream, diskSize: manifest.source.size, readChunk: readChunk)
+        let savedTable = try PartitionTables.read(saved, sectorSize: manifest.source.sectorSize)
+        var streams: [(label: String, stream: Stream, writeBelow: UInt64)] = []
+        var tablePatches: [BytePatch] = []
+        if let number = partition {
+            guard let p = manifest.partitions.first(where: { $0.number == number }) else {
+                throw EngineError("image \(manifest.id.prefix(12)) has no partition \(number); it has \(manifest.partitions.map(\.number).map(String.init).joined(separator: ", "))")
+            }
+            tablePatches = try TableRestore.onePartition(savedTable: savedTable, manifest: manifest, number: number,
+                                                         target: target)
+            streams = [("partition \(number)", p.stream, .max)]
+        } else {
+            let table = try TableRestore.wholeDisk(savedTable: savedTable, manifest: manifest, targetSize: target.size)
+            tablePatches = table.patches
+            notes += table.notes
+            streams = [("partition table", manifest.table.stream, table.writeBelow)]
+                + manifest.partitions.map { ("partition \($0.number)", $0.stream, .max) }
+        }
+        for (label, s, writeBelow) in streams {
+            if let last = s.extents.last(where: { $0.start < writeBelow }), last.end > target.size {
+                throw EngineError("\(label) ends at byte \(last.end) but \(targetPath) has only \(target.size) bytes; nothing was written")
+            }
+        }
+        self.target = target
+        self.streams = streams
+        self.tablePatches = tablePatches
+        self.notes = notes
+        total = streams.reduce(0) { $0 + $1.stream.byteCount }
+    }
+
+    /// Every disk place of each chunk the plan writes, by ID (a chunk used twice has both).
+    public func places() -> [ChunkID: [Place]] {
+        var out: [ChunkID: [Place]] = [:]
+        for (_, stream, writeBelow) in streams {
+            let map = StreamMap(stream.extents)
+            var pos: UInt64 = 0
+            for c in stream.chunks {
+                for p in map.pieces(offset: pos, length: UInt64(c.length)) where p.disk < writeBelow {
+                    out[c.id, default: []].append(Place(disk: p.disk, length: p.length, at: p.at))
+                }
+                pos += UInt64(c.length)
+            }
+        }
+        return out
+    }
+
+    /// Writes a chunk's checked bytes to its places.
+    public func write(_ chunk: UnsafeRawBufferPointer, to places: [Place]) throws {
+        for p in places {
+            try target.write(UnsafeRawBufferPointer(rebasing: chunk[Int(p.at) ..< Int(p.at + p.length)]), at: p.disk)
+        }
+    }
+
+    /// Last: the partition table patches, then fsync.
+    public func finish() throws {
+        for patch in tablePatches { try target.write(patch.bytes, at: patch.offset) }
+        try target.sync()
+    }
+}
+
 /// The table stream's bytes, readable as a disk of the source's size (zeros elsewhere).
 struct SavedAreas: BlockSource {
     let size: UInt64
     let pieces: [(extent: Extent, bytes: [UInt8])]
 
-    init(stream: Stream, diskSize: UInt64, store: any ChunkRepository) throws {
+    init(stream: Stream, diskSize: UInt64, readChunk: (ChunkRef) throws -> [UInt8]) throws {
         size = diskSize
-        let z = Zstd()
         var all: [UInt8] = []
-        for c in stream.chunks { all += try store.readChunk(c, zstd: z) }
+        for c in stream.chunks { all += try readChunk(c) }
         var out: [(Extent, [UInt8])] = []
         var pos = 0
         for e in stream.extents {

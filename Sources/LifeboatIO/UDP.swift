@@ -106,6 +106,52 @@ public final class UDPSocket: @unchecked Sendable {
         }
     }
 
+    // MARK: multicast (ip(7))
+
+    /// Joins `group` on interface `device` (IP_ADD_MEMBERSHIP by interface index).
+    public func joinGroup(_ group: IPv4Address, device: String) throws {
+        var m = ip_mreqn()
+        m.imr_multiaddr.s_addr = group.value.bigEndian
+        m.imr_ifindex = Int32(if_nametoindex(device))
+        guard m.imr_ifindex != 0 else { throw SysError("if_nametoindex", device) }
+        guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &m, socklen_t(MemoryLayout<ip_mreqn>.size)) == 0 else {
+            throw SysError("setsockopt(IP_ADD_MEMBERSHIP)", "\(group) on \(device)")
+        }
+    }
+
+    /// Sends multicast out of `device`, with TTL 1 (the group never leaves the segment) and
+    /// without looping back to this host's own receivers unless `loop`.
+    public func setMulticastSender(device: String, ttl: Int32 = 1, loop: Bool = false) throws {
+        var m = ip_mreqn()
+        m.imr_ifindex = Int32(if_nametoindex(device))
+        guard m.imr_ifindex != 0 else { throw SysError("if_nametoindex", device) }
+        guard setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &m, socklen_t(MemoryLayout<ip_mreqn>.size)) == 0 else {
+            throw SysError("setsockopt(IP_MULTICAST_IF)", device)
+        }
+        var t = ttl, l: Int32 = loop ? 1 : 0
+        let size = socklen_t(MemoryLayout<Int32>.size)
+        guard setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_TTL, &t, size) == 0,
+              setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, &l, size) == 0 else {
+            throw SysError("setsockopt(IP_MULTICAST_TTL/LOOP)", device)
+        }
+    }
+
+    /// A larger send queue, so a paced burst is not refused by the kernel (SO_SNDBUFFORCE
+    /// needs CAP_NET_ADMIN; else the capped SO_SNDBUF).
+    public func setSendBuffer(_ bytes: Int) {
+        var size = Int32(bytes)
+        let intSize = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, intSize) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, intSize)
+        }
+    }
+
+    /// Waits until the socket can take a datagram or `milliseconds` pass.
+    public func waitWritable(milliseconds: Int32) {
+        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&entry, 1, milliseconds)
+    }
+
     static func makeAddress(_ address: IPv4Address, _ port: UInt16) -> sockaddr_in {
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)

@@ -13,7 +13,7 @@ struct Lifeboat: ParsableCommand {
         abstract: "Network rescue server for PC fleets: back up, restore and verify disk images.",
         subcommands: [Inspect.self, Backup.self, Restore.self, Verify.self, Images.self,
                       Serve.self, Users.self, Tokens.self, AgentCommand.self, Hosts.self, Tasks.self, Doctor.self,
-                      Rescue.self, Media.self])
+                      Rescue.self, Media.self, Multicast.self])
 
     /// Exit codes are part of the contract: 0 success, 1 failure, 2 usage error.
     static func main() {
