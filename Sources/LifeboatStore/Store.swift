@@ -118,14 +118,19 @@ public final class Store: @unchecked Sendable {
         return out
     }
 
-    public func readChunk(_ ref: ChunkRef, into dst: UnsafeMutableRawBufferPointer, zstd: Zstd) throws {
-        let (loc, file) = try mutex.withLock { () -> (Location, FileDevice) in
-            guard let loc = index[ref.id] else { throw StoreError("chunk \(ref.id) is missing from the store") }
+    /// Where a chunk is, and its pack (opened once, then kept open).
+    func locate(_ id: ChunkID) throws -> (Location, FileDevice) {
+        try mutex.withLock { () -> (Location, FileDevice) in
+            guard let loc = index[id] else { throw StoreError("chunk \(id) is missing from the store") }
             if let f = openPacks[loc.pack] { return (loc, f) }
             let f = try FileDevice(path: packPaths[Int(loc.pack)])
             openPacks[loc.pack] = f
             return (loc, f)
         }
+    }
+
+    public func readChunk(_ ref: ChunkRef, into dst: UnsafeMutableRawBufferPointer, zstd: Zstd) throws {
+        let (loc, file) = try locate(ref.id)
         guard Int(loc.raw) == ref.length, dst.count == ref.length else {
             throw StoreError("chunk \(ref.id): the store holds \(loc.raw) bytes, the image expects \(ref.length)")
         }
@@ -150,13 +155,7 @@ public final class Store: @unchecked Sendable {
     /// bytes hashing to its ID: for copying chunks into another store (a boot medium's,
     /// docs/media.md) without recompressing them and without copying a corrupt one.
     public func readStored(_ ref: ChunkRef, zstd: Zstd) throws -> (stored: [UInt8], codec: Codec) {
-        let (loc, file) = try mutex.withLock { () -> (Location, FileDevice) in
-            guard let loc = index[ref.id] else { throw StoreError("chunk \(ref.id) is missing from the store") }
-            if let f = openPacks[loc.pack] { return (loc, f) }
-            let f = try FileDevice(path: packPaths[Int(loc.pack)])
-            openPacks[loc.pack] = f
-            return (loc, f)
-        }
+        let (loc, file) = try locate(ref.id)
         guard Int(loc.raw) == ref.length else {
             throw StoreError("chunk \(ref.id): the store holds \(loc.raw) bytes, the image expects \(ref.length)")
         }

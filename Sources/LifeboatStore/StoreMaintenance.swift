@@ -31,13 +31,7 @@ extension Store {
     /// A chunk's stored bytes exactly as the pack holds them. The caller must check the
     /// hash after decoding (the agent does, before it writes anything).
     public func readStored(_ id: ChunkID) throws -> StoredChunk {
-        let (loc, file) = try mutex.withLock { () -> (Location, FileDevice) in
-            guard let loc = index[id] else { throw StoreError("chunk \(id) is missing from the store") }
-            if let f = openPacks[loc.pack] { return (loc, f) }
-            let f = try FileDevice(path: packPaths[Int(loc.pack)])
-            openPacks[loc.pack] = f
-            return (loc, f)
-        }
+        let (loc, file) = try locate(id)
         return StoredChunk(codec: loc.codec, rawLength: Int(loc.raw),
                            bytes: try file.read(at: loc.offset, count: Int(loc.stored)))
     }
