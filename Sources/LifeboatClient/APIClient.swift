@@ -112,6 +112,16 @@ public final class APIClient: @unchecked Sendable {
     }
 
     public func task(_ id: Int64) throws -> TaskDTO { try call("GET", "/api/v1/tasks/\(id)") }
+
+    public func addMulticast(_ input: MulticastInput) throws -> MulticastDTO { try call("POST", "/api/v1/multicast", body: input) }
+
+    public func multicastSessions() throws -> [MulticastDTO] { try call("GET", "/api/v1/multicast") }
+
+    public func multicastSession(_ id: Int64) throws -> MulticastDTO { try call("GET", "/api/v1/multicast/\(id)") }
+
+    public func cancelMulticast(_ id: Int64) throws -> MulticastDTO {
+        try call("POST", "/api/v1/multicast/\(id)/cancel")
+    }
 }
 
 /// Percent-encodes one path segment or query value (RFC 3986 §2.3: unreserved stay).

@@ -153,6 +153,12 @@ public final class Agent {
                                bytes: result.bytesRead, seconds: result.seconds)
         case .restore:
             let manifest = try repository.image()
+            if let ticket = task.multicast {
+                let stats = try receive(ticket, manifest: manifest, disk: disk, fallback: repository, watch: watch)
+                reporter.stop()
+                return AgentReport(kind: .restore, taskID: task.taskID, disk: disk, imageID: manifest.id,
+                                   bytes: stats.bytesWritten, seconds: stats.seconds)
+            }
             log("restoring image \(manifest.id.prefix(12)) \"\(manifest.name)\" to \(disk)"
                 + (task.partition.map { ", partition \($0) only" } ?? ""))
             var o = RestoreOptions(partition: task.partition)
@@ -167,10 +173,44 @@ public final class Agent {
         }
     }
 
+    /// A restore from the task's multicast session; what multicast cannot bring comes from
+    /// the agent API (`fallback`), so a lost stream costs time, never the restore.
+    private func receive(_ ticket: MulticastTicket, manifest: Manifest, disk: String, fallback: RemoteRepository,
+                         watch: ProgressWatch) throws -> MulticastStats {
+        let (group, port) = try parseGroup(ticket.group)
+        guard let session = UInt64(ticket.session, radix: 16) else {
+            throw EngineError("the server's multicast session ID is not hex: \"\(ticket.session.prefix(40))\"")
+        }
+        guard let interface = NetworkInterface.toward(host: options.server.host) else {
+            throw EngineError("no network interface routes to the server \(options.server.host)")
+        }
+        log("restoring image \(manifest.id.prefix(12)) \"\(manifest.name)\" to \(disk) from multicast \(ticket.group) on \(interface)")
+        var o = MulticastReceiveOptions(group: group, port: port, interface: interface, key: try MulticastKey(hex: ticket.key))
+        o.session = session
+        o.fallback = fallback
+        o.watch = watch
+        // The receiver's thread must not wait on HTTP: its lines reach the server afterwards.
+        let lines = LineBuffer()
+        let echo = options.echo
+        o.log = { line in
+            if echo { writeStderr("agent: multicast: \(line)\n") }
+            lines.append("multicast: \(line)")
+        }
+        let result = Result { try MulticastReceiver(manifest: manifest, targetPath: disk, options: o).run() }
+        for line in lines.take() { sendLog(line) }
+        let stats = try result.get()
+        log("restored \(formatBytes(stats.bytesWritten)) in \(Int(stats.seconds.rounded())) s: \(stats.chunksByMulticast) chunk(s) by multicast, \(stats.chunksByFallback) by unicast")
+        return stats
+    }
+
     /// One log line to the server (and the console). A line that cannot be sent is not a
     /// reason to fail the task; the console still has it.
     func log(_ line: String) {
         if options.echo { writeStderr("agent: \(line)\n") }
+        sendLog(line)
+    }
+
+    private func sendLog(_ line: String) {
         do {
             try api.agentLog([line])
         } catch {
@@ -251,4 +291,14 @@ enum ProgressClock {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
+}
+
+/// Lines gathered on one thread, taken on another.
+final class LineBuffer: @unchecked Sendable {
+    private let mutex = Mutex()
+    private var lines: [String] = []
+
+    func append(_ line: String) { mutex.withLock { lines.append(line) } }
+
+    func take() -> [String] { mutex.withLock { defer { lines = [] }; return lines } }
 }

@@ -239,9 +239,13 @@ public struct TaskDTO: Codable, Sendable, Equatable {
     public var progress: TaskProgress
     public var agentToken: String?
     public var log: [LogLine]?
+    /// The multicast session this restore belongs to.
+    public var multicast: Int64?
     public init(id: Int64, kind: TaskKind, hostID: Int64, hostName: String, state: TaskState, reason: String?,
                 imageID: String?, partition: Int?, name: String?, after: TaskAfter = .reboot, created: String,
-                started: String?, ended: String?, progress: TaskProgress, agentToken: String?, log: [LogLine]?) {
+                started: String?, ended: String?, progress: TaskProgress, agentToken: String?, log: [LogLine]?,
+                multicast: Int64? = nil) {
+        self.multicast = multicast
         self.id = id
         self.kind = kind
         self.hostID = hostID
@@ -258,6 +262,87 @@ public struct TaskDTO: Codable, Sendable, Equatable {
         self.progress = progress
         self.agentToken = agentToken
         self.log = log
+    }
+}
+
+public enum MulticastState: String, Codable, Sendable, CaseIterable {
+    case waiting, streaming, done, failed
+
+    public var isActive: Bool { self == .waiting || self == .streaming }
+}
+
+public struct MulticastInput: Codable, Sendable, Equatable {
+    public var image: String
+    /// Host IDs or names; with `group`, its hosts are added.
+    public var hosts: [String]?
+    public var group: String?
+    /// nil: every host of the session.
+    public var minReceivers: Int?
+    /// Seconds; nil: 300.
+    public var maxWait: Double?
+    /// MB/s of datagrams; nil: 100.
+    public var rate: Double?
+    public var after: TaskAfter?
+    public init(image: String, hosts: [String]? = nil, group: String? = nil, minReceivers: Int? = nil,
+                maxWait: Double? = nil, rate: Double? = nil, after: TaskAfter? = nil) {
+        self.image = image
+        self.hosts = hosts
+        self.group = group
+        self.minReceivers = minReceivers
+        self.maxWait = maxWait
+        self.rate = rate
+        self.after = after
+    }
+}
+
+/// The sender's figures when a session ends.
+public struct MulticastSummary: Codable, Sendable, Equatable {
+    public var rounds: Int
+    public var packetsSent: Int
+    public var receivers: Int
+    public var seconds: Double
+    public var finalRate: Double
+    public var forged: Int
+    public init(rounds: Int, packetsSent: Int, receivers: Int, seconds: Double, finalRate: Double, forged: Int) {
+        self.rounds = rounds
+        self.packetsSent = packetsSent
+        self.receivers = receivers
+        self.seconds = seconds
+        self.finalRate = finalRate
+        self.forged = forged
+    }
+}
+
+public struct MulticastDTO: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var imageID: String
+    public var state: MulticastState
+    public var reason: String?
+    public var group: String
+    public var minReceivers: Int
+    public var maxWait: Double
+    public var rate: Double
+    public var created: String
+    public var started: String?
+    public var ended: String?
+    public var stats: MulticastSummary?
+    public var tasks: [TaskDTO]
+    public init(id: Int64, imageID: String, state: MulticastState, reason: String?, group: String, minReceivers: Int,
+                maxWait: Double, rate: Double, created: String, started: String?, ended: String?,
+                stats: MulticastSummary?, tasks: [TaskDTO]) {
+        self.id = id
+        self.imageID = imageID
+        self.state = state
+        self.reason = reason
+        self.group = group
+        self.minReceivers = minReceivers
+        self.maxWait = maxWait
+        self.rate = rate
+        self.created = created
+        self.started = started
+        self.ended = ended
+        self.stats = stats
+        self.tasks = tasks
     }
 }
 
@@ -380,8 +465,11 @@ public struct AgentTask: Codable, Sendable, Equatable {
     public var disk: DiskSelector?
     public var chunker: ChunkerParams
     public var zstdLevel: Int
+    /// Restore by multicast: present while the task's session streams.
+    public var multicast: MulticastTicket?
     public init(taskID: Int64, kind: TaskKind, hostName: String, imageName: String?, partition: Int?,
-                disk: DiskSelector?, chunker: ChunkerParams, zstdLevel: Int) {
+                disk: DiskSelector?, chunker: ChunkerParams, zstdLevel: Int, multicast: MulticastTicket? = nil) {
+        self.multicast = multicast
         self.taskID = taskID
         self.kind = kind
         self.hostName = hostName
@@ -390,6 +478,21 @@ public struct AgentTask: Codable, Sendable, Equatable {
         self.disk = disk
         self.chunker = chunker
         self.zstdLevel = zstdLevel
+    }
+}
+
+/// What a receiver needs to join a session (docs/formats/multicast.md "Session").
+public struct MulticastTicket: Codable, Sendable, Equatable {
+    /// "239.x.y.z:port"
+    public var group: String
+    /// 16 hex digits.
+    public var session: String
+    /// 64 hex digits: the session's secret.
+    public var key: String
+    public init(group: String, session: String, key: String) {
+        self.group = group
+        self.session = session
+        self.key = key
     }
 }
 

@@ -22,6 +22,8 @@ public struct MulticastReceiveOptions: Sendable {
     /// How long to wait for the first packet of the session.
     public var joinTimeout = 60.0
     public var log: (@Sendable (String) -> Void)? = nil
+    /// Follows the bytes written against the plan's total, as `RestoreOptions.watch`.
+    public var watch: ProgressWatch? = nil
 
     public init(group: IPv4Address, port: UInt16, interface: String, key: MulticastKey) {
         self.group = group
@@ -78,6 +80,7 @@ public final class MulticastReceiver {
     var lastHeard = 0.0
     var lastReport = 0.0
     var doneAt = 0.0
+    var progress: Progress?
     var reportSequence: UInt32 = 0
     let zstd = Zstd()
     let groupSocket: UDPSocket
@@ -279,7 +282,7 @@ public final class MulticastReceiver {
             buffered -= r.stored
             if let e = r.error { throw EngineError("writing chunk \(table[r.index].id): \(e)") }
             guard r.ok else { stats.hashMismatches += 1; continue }
-            stats.bytesWritten += r.written
+            wrote(r.written)
             stats.chunksByMulticast += 1
             markComplete(r.index)
         }
@@ -302,7 +305,7 @@ public final class MulticastReceiver {
         guard !complete[i] else { return }
         if let where_ = places[ref.id] {
             try raw.withUnsafeBytes { try plan!.write($0, to: where_) }
-            stats.bytesWritten += where_.reduce(0) { $0 + $1.length }
+            wrote(where_.reduce(0) { $0 + $1.length })
         }
         if byMulticast { stats.chunksByMulticast += 1 } else { stats.chunksByFallback += 1 }
         markComplete(i)
@@ -324,6 +327,11 @@ public final class MulticastReceiver {
         }
     }
 
+    func wrote(_ bytes: UInt64) {
+        stats.bytesWritten += bytes
+        progress?.advance(bytes)
+    }
+
     /// The plan needs the saved partition table, which is the table stream's chunks.
     func makePlan() throws {
         let held = tableChunks
@@ -336,6 +344,11 @@ public final class MulticastReceiver {
         })
         plan = p
         places = p.places()
+        if let watch = o.watch {
+            let progress = Progress(label: "multicast", total: p.total, enabled: false)
+            watch.attach(progress)
+            self.progress = progress
+        }
         for (i, ref) in table.enumerated() {
             if let b = held[ref.id] {
                 try accept(i, b, byMulticast: false)
@@ -359,7 +372,7 @@ public final class MulticastReceiver {
             if let where_ = places[table[i].id] {
                 let raw = try fallback.readChunk(table[i], zstd: zstd)
                 try raw.withUnsafeBytes { try plan!.write($0, to: where_) }
-                stats.bytesWritten += where_.reduce(0) { $0 + $1.length }
+                wrote(where_.reduce(0) { $0 + $1.length })
                 stats.chunksByFallback += 1
             }
             complete[i] = true

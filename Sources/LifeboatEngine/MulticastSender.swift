@@ -154,6 +154,11 @@ public struct MulticastSendOptions: Sendable {
     public var rate = 100e6
     public var minRate: Double? = nil
     public var log: (@Sendable (String) -> Void)? = nil
+    /// Called once, when the wait ends and the first round starts (the server's session state).
+    public var onStreaming: (@Sendable () -> Void)? = nil
+    /// Checked between packets: true ends the session at once (an operator's cancel), with
+    /// the session-over ROUND_END so receivers fall back without waiting out the silence.
+    public var stop: (@Sendable () -> Bool)? = nil
 
     public init(group: IPv4Address, port: UInt16, interface: String, key: MulticastKey,
                 session: UInt64 = UInt64.random(in: 1 ... .max)) {
@@ -252,7 +257,22 @@ public enum MulticastSender {
         var tableStored: [Int: (codec: UInt8, stored: [UInt8])] = [:]
         for (i, ref) in table.enumerated() where tableStreamIDs.contains(ref.id) { tableStored[i] = try storedChunk(i) }
 
+        var announcedStreaming = false
+        func finish(_ reason: String) -> MulticastStats {
+            for k in 0 ..< MulticastLimits.finalRepeats {
+                if k > 0 { usleep(UInt32(MulticastLimits.roundEndSpacing * 1e6)) }
+                send(.roundEnd(piecesSent: 0, final: true), round: UInt32(stats.rounds))
+            }
+            stats.state = reason
+            stats.receivers = machine.receivers.count
+            stats.finalRate = machine.rate
+            stats.seconds = monotonicSeconds() - start
+            o.log?("finished: \(reason)")
+            return stats
+        }
+
         while true {
+            if o.stop?() == true { return finish("stopped") }
             let now = monotonicSeconds()
             switch machine.state {
             case .waiting:
@@ -263,6 +283,10 @@ public enum MulticastSender {
                 _ = pollReadable([socket.fd], timeoutMilliseconds: 50)
                 drainReports(round: 0)
             case let .streaming(r):
+                if !announcedStreaming {
+                    announcedStreaming = true
+                    o.onStreaming?()
+                }
                 var pieces = 0
                 let round = machine.takeRound()
                 if !round.isEmpty { o.log?("round \(r) starts: \(round.count) chunks") }
@@ -295,16 +319,7 @@ public enum MulticastSender {
                 _ = pollReadable([socket.fd], timeoutMilliseconds: 20)
                 drainReports(round: r)
             case let .finished(reason):
-                for k in 0 ..< MulticastLimits.finalRepeats {
-                    if k > 0 { usleep(UInt32(MulticastLimits.roundEndSpacing * 1e6)) }
-                    send(.roundEnd(piecesSent: 0, final: true), round: UInt32(stats.rounds))
-                }
-                stats.state = reason
-                stats.receivers = machine.receivers.count
-                stats.finalRate = machine.rate
-                stats.seconds = monotonicSeconds() - start
-                o.log?("finished: \(reason)")
-                return stats
+                return finish(reason)
             }
             machine.tick(now: monotonicSeconds())
         }

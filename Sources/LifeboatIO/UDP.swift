@@ -180,6 +180,41 @@ public enum NetworkInterface {
     }
 }
 
+extension NetworkInterface {
+    /// The interface the kernel routes to `host` (an IPv4 literal or a name) through: a
+    /// connected UDP socket sends nothing, its local address names the interface. The
+    /// agent joins the multicast group there, where the server's sender is.
+    public static func toward(host: String) -> String? {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, "9", &hints, &list) == 0, let first = list, let target = first.pointee.ai_addr else { return nil }
+        defer { freeaddrinfo(list) }
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard connect(fd, target, first.pointee.ai_addrlen) == 0 else { return nil }
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { return nil }
+        var ifs: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&ifs) == 0, let head = ifs else { return nil }
+        defer { freeifaddrs(ifs) }
+        var p: UnsafeMutablePointer<ifaddrs>? = head
+        while let ifa = p {
+            defer { p = ifa.pointee.ifa_next }
+            guard let a = ifa.pointee.ifa_addr, a.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            let addr = a.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+            if addr == local.sin_addr.s_addr { return String(cString: ifa.pointee.ifa_name) }
+        }
+        return nil
+    }
+}
+
 /// A non-blocking pipe that wakes a poll loop from another thread.
 public final class Wakeup: @unchecked Sendable {
     public let fd: Int32

@@ -111,6 +111,28 @@ extension LifeboatServer {
             })
         }
 
+        // Multicast sessions
+        r.add(.get, "/api/v1/multicast", .user(.viewer)) { [multicast] call in
+            try Reply.json(try await multicast.list(token: call.user!.role >= .operator_))
+        }
+        r.add(.post, "/api/v1/multicast", .user(.operator_)) { [multicast, self] call in
+            let input = try call.json(MulticastInput.self, fields: MulticastInput.fields)
+            let id = try await multicast.create(input, by: call.user!.name)
+            let m = try await multicast.get(id, token: true)
+            await audit(call, "multicast.create", "session \(id): image \(m.imageID.prefix(12)) to \(m.tasks.map(\.hostName).joined(separator: ", "))")
+            return try Reply.json(m, status: .created)
+        }
+        r.add(.get, "/api/v1/multicast/:session", .user(.viewer)) { [multicast] call in
+            try Reply.json(try await multicast.get(try MulticastHub.parseID(try call.parameter("session")),
+                                                   token: call.user!.role >= .operator_))
+        }
+        r.add(.post, "/api/v1/multicast/:session/cancel", .user(.operator_)) { [multicast, self] call in
+            let id = try MulticastHub.parseID(try call.parameter("session"))
+            try await multicast.cancel(id, by: call.user!.name)
+            await audit(call, "multicast.cancel", "session \(id)")
+            return try Reply.json(try await multicast.get(id, token: true))
+        }
+
         // Schedules
         r.add(.get, "/api/v1/schedules", .user(.viewer)) { [self] _ in try Reply.json(try await schedules()) }
         r.add(.post, "/api/v1/schedules", .user(.operator_)) { [self] call in
@@ -197,6 +219,10 @@ extension LifeboatServer {
 struct ImportResult: Codable, Sendable {
     var created: Int
     var updated: Int
+}
+
+extension MulticastInput {
+    static let fields = ["image", "hosts", "group", "minReceivers", "maxWait", "rate", "after"]
 }
 
 extension HostInput {

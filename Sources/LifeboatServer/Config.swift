@@ -1,5 +1,6 @@
 import Foundation
 import LifeboatBoot
+import LifeboatEngine
 import LifeboatFormats
 
 /// The server's settings: defaults, overridden by the config file (docs/config.md), then by
@@ -25,6 +26,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var schedulerInterval = 30
     /// A running task whose agent has not called for this long fails.
     public var agentTimeout = 600
+    /// Multicast sessions: the group and first port (session N uses port + N mod 1000).
+    public var multicastGroup = "239.77.1.1:9200"
     /// Network boot: the interface PCs boot on (none: HTTP only), DHCP mode and pool, and
     /// the directory of iPXE binaries served by TFTP.
     public var bootInterface: String?
@@ -94,8 +97,16 @@ public struct ServerConfig: Sendable, Equatable {
                 c.dhcpMode = m
             case "dhcp_range": c.dhcpRange = value
             case "tftp_root": c.tftpRoot = value
+            case "multicast_group":
+                do {
+                    let (_, port) = try parseGroup(value)
+                    guard port <= 64535 else { throw ConfigError("port \(port) leaves no room for 1000 sessions; at most 64535") }
+                } catch {
+                    throw ConfigError("line \(i + 1): multicast_group must be a multicast A.B.C.D:PORT (e.g. 239.77.1.1:9200), found \"\(value.prefix(40))\": \(error)")
+                }
+                c.multicastGroup = value
             default:
-                throw ConfigError("line \(i + 1): unknown setting \"\(key.prefix(40))\"; known: data, http, cookie_secure, session_hours, registration_secret, refuse_unknown_hosts, retention_keep, zstd_level, wol_broadcast, wol_port, scheduler_interval, agent_timeout, interface, dhcp, dhcp_range, tftp_root")
+                throw ConfigError("line \(i + 1): unknown setting \"\(key.prefix(40))\"; known: data, http, cookie_secure, session_hours, registration_secret, refuse_unknown_hosts, retention_keep, zstd_level, wol_broadcast, wol_port, scheduler_interval, agent_timeout, interface, dhcp, dhcp_range, tftp_root, multicast_group")
             }
         }
         return c

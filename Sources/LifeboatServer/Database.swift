@@ -95,6 +95,33 @@ struct TaskRecord: Codable, FetchableRecord, MutablePersistableRecord, Sendable 
     var ended: Date?
     var progressDone: Int64
     var progressTotal: Int64
+    /// A restore that belongs to a multicast session.
+    var multicastID: Int64? = nil
+
+    mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+struct MulticastRecord: Codable, FetchableRecord, MutablePersistableRecord, Sendable {
+    static let databaseTableName = "multicast"
+
+    var id: Int64?
+    var imageID: String
+    var state: MulticastState
+    var reason: String?
+    /// "239.x.y.z:port"
+    var groupAddress: String
+    /// Session ID and key in hex; the key is cleared when the session ends.
+    var session: String
+    var key: String?
+    var minReceivers: Int
+    var maxWait: Double
+    var rate: Double
+    var createdBy: String
+    var created: Date
+    var started: Date?
+    var ended: Date?
+    /// MulticastSummary JSON, when it ended.
+    var stats: String?
 
     mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
@@ -245,6 +272,26 @@ enum Schema {
         m.registerMigration("v2: what the PC does after its task") { db in
             try db.alter(table: "task") { t in t.add(column: "after", .text).notNull().defaults(to: TaskAfter.reboot.rawValue) }
             try db.alter(table: "schedule") { t in t.add(column: "after", .text).notNull().defaults(to: TaskAfter.reboot.rawValue) }
+        }
+        m.registerMigration("v3: multicast sessions") { db in
+            try db.create(table: "multicast") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("imageID", .text).notNull()
+                t.column("state", .text).notNull()
+                t.column("reason", .text)
+                t.column("groupAddress", .text).notNull()
+                t.column("session", .text).notNull()
+                t.column("key", .text)
+                t.column("minReceivers", .integer).notNull()
+                t.column("maxWait", .double).notNull()
+                t.column("rate", .double).notNull()
+                t.column("createdBy", .text).notNull()
+                t.column("created", .datetime).notNull()
+                t.column("started", .datetime)
+                t.column("ended", .datetime)
+                t.column("stats", .text)
+            }
+            try db.alter(table: "task") { t in t.add(column: "multicastID", .integer).references("multicast", onDelete: .setNull) }
         }
         return m
     }

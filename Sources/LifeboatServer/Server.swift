@@ -21,6 +21,7 @@ public final class LifeboatServer: Sendable {
     let hosts: HostService
     let images: ImageService
     let tasks: TaskHub
+    let multicast: MulticastHub
     let setup: SetupGate
     let log: ServerLog
     /// Boot media built from the web UI (MediaPages.swift).
@@ -41,6 +42,7 @@ public final class LifeboatServer: Sendable {
         pinsBox.hub = tasks
         setup = SetupGate()
         log = ServerLog(directory: config.logPath)
+        multicast = MulticastHub(db: db, store: store, tasks: tasks, images: images, config: config, log: log)
     }
 
     /// True until the first administrator exists.
@@ -61,12 +63,14 @@ public final class LifeboatServer: Sendable {
         registerPages(table)
         registerBootScripts(table)
         registerMediaPages(table)
+        registerMulticastPages(table)
         return (router, table)
     }
 
     /// Runs until SIGTERM or SIGINT. `onRunning` gets the bound port (useful with port 0).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         try await tasks.failInterrupted()
+        try await multicast.failInterrupted()
         let (router, _) = makeRouter()
         var logger = Logger(label: "lifeboat")
         logger.logLevel = .notice

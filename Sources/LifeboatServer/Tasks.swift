@@ -35,6 +35,8 @@ final class TaskHub: @unchecked Sendable {
     let config: ServerConfig
     private let lock = Mutex()
     private var live: [Int64: Live] = [:]
+    /// The ticket of a multicast session whose sender runs (set by MulticastHub).
+    var multicastTicket: (@Sendable (Int64) -> MulticastTicket?)?
 
     init(db: DatabasePool, store: Store, gate: StoreGate, config: ServerConfig, images: ImageService) {
         self.db = db
@@ -95,7 +97,7 @@ final class TaskHub: @unchecked Sendable {
         return TaskDTO(id: t.id!, kind: t.kind, hostID: t.hostID, hostName: hostName, state: t.state, reason: t.reason,
                        imageID: t.imageID, partition: t.partition, name: t.name, after: t.after, created: t.created.iso,
                        started: t.started?.iso, ended: t.ended?.iso, progress: p,
-                       agentToken: token && t.state.isActive ? t.token : nil, log: log)
+                       agentToken: token && t.state.isActive ? t.token : nil, log: log, multicast: t.multicastID)
     }
 
     func list(host: String?, activeOnly: Bool, token: Bool, limit: Int = 500) async throws -> [TaskDTO] {
@@ -151,18 +153,26 @@ final class TaskHub: @unchecked Sendable {
         let image = imageID
         return try await db.write { db in
             var host = try HostService.find(db, input.host)
-            let active = try TaskRecord.filter(Column("hostID") == host.id!
-                && [TaskState.queued, .waiting, .running].map(\.rawValue).contains(Column("state"))).fetchCount(db)
-            if active > 0 { throw Fail.conflict("host \(host.name) already has an active task") }
-            var t = TaskRecord(id: nil, kind: input.kind, hostID: host.id!, state: .queued, reason: nil, imageID: image,
-                               partition: input.partition, name: input.name, after: input.after ?? .reboot, token: Authenticator.newSecret("lbk_"),
-                               createdBy: actor, created: Date(), started: nil, ended: nil, progressDone: 0, progressTotal: 0)
-            try t.insert(db)
-            host.nextTaskID = t.id
-            try host.update(db)
-            try TaskLogRecord.append(db, t.id!, "created by \(actor)")
-            return t
+            return try Self.insert(db, host: &host, kind: input.kind, imageID: image, partition: input.partition,
+                                   name: input.name, after: input.after ?? .reboot, by: actor)
         }
+    }
+
+    /// A queued task for `host`, which becomes its next boot; 409 if it has one active.
+    static func insert(_ db: Database, host: inout HostRecord, kind: TaskKind, imageID: String?, partition: Int?,
+                       name: String?, after: TaskAfter, by actor: String, multicastID: Int64? = nil) throws -> TaskRecord {
+        let active = try TaskRecord.filter(Column("hostID") == host.id!
+            && [TaskState.queued, .waiting, .running].map(\.rawValue).contains(Column("state"))).fetchCount(db)
+        if active > 0 { throw Fail.conflict("host \(host.name) already has an active task") }
+        var t = TaskRecord(id: nil, kind: kind, hostID: host.id!, state: .queued, reason: nil, imageID: imageID,
+                           partition: partition, name: name, after: after, token: Authenticator.newSecret("lbk_"),
+                           createdBy: actor, created: Date(), started: nil, ended: nil, progressDone: 0, progressTotal: 0,
+                           multicastID: multicastID)
+        try t.insert(db)
+        host.nextTaskID = t.id
+        try host.update(db)
+        try TaskLogRecord.append(db, t.id!, "created by \(actor)" + (multicastID.map { " in multicast session \($0)" } ?? ""))
+        return t
     }
 
     /// Applies an event through the state machine and records the end. Returns the task.
@@ -245,9 +255,14 @@ final class TaskHub: @unchecked Sendable {
             imageName = t.name ?? "\(host.name)-\(Date().formatted(.iso8601.year().month().day().dateSeparator(.dash)))"
         }
         let p = store.config.chunker
+        let ticket = t.multicastID.flatMap { multicastTicket?($0) }
+        if let m = t.multicastID {
+            try await log(t, [ticket == nil ? "multicast session \(m) has ended: restoring by unicast"
+                                            : "joining multicast session \(m) on \(ticket!.group)"])
+        }
         return AgentTask(taskID: t.id!, kind: t.kind, hostName: host.name, imageName: imageName, partition: t.partition,
                          disk: host.diskSelector, chunker: ChunkerParams(min: p.min, avg: p.avg, max: p.max),
-                         zstdLevel: config.zstdLevel)
+                         zstdLevel: config.zstdLevel, multicast: ticket)
     }
 
     func requireRunning(_ task: TaskRecord, _ kind: TaskKind? = nil) throws -> Live {

@@ -5,7 +5,7 @@ enum Templates {
     static let all: [String: String] = [
         "layout": layout, "login": login, "setup": setup, "dashboard": dashboard, "hosts": hosts, "host": host,
         "images": images, "media": media, "tasks": tasks, "task": task, "schedules": schedules, "settings": settings,
-        "users": users, "audit": audit, "error": error,
+        "users": users, "audit": audit, "error": error, "multicast": multicast, "multicastSession": multicastSession,
     ]
 
     static let layout = """
@@ -15,7 +15,7 @@ enum Templates {
     <body>
     {{#user}}
     <header><a class="brand" href="/">Lifeboat</a>
-    <nav><a href="/">Dashboard</a><a href="/hosts">Hosts</a><a href="/images">Images</a><a href="/tasks">Tasks</a><a href="/schedules">Schedules</a>{{#admin}}<a href="/media">Boot media</a><a href="/settings">Settings</a><a href="/users">Users</a><a href="/audit">Audit log</a>{{/admin}}</nav>
+    <nav><a href="/">Dashboard</a><a href="/hosts">Hosts</a><a href="/images">Images</a><a href="/tasks">Tasks</a><a href="/multicast">Multicast</a><a href="/schedules">Schedules</a>{{#admin}}<a href="/media">Boot media</a><a href="/settings">Settings</a><a href="/users">Users</a><a href="/audit">Audit log</a>{{/admin}}</nav>
     <form method="post" action="/logout" class="who"><span>{{name}} ({{role}})</span><input type="hidden" name="csrf" value="{{csrf}}"><button>Log out</button></form>
     </header>
     {{/user}}
@@ -192,7 +192,7 @@ enum Templates {
     <p><progress id="bar" max="{{task.progress.total}}" value="{{task.progress.done}}"></progress>
     <span id="percent">{{percent}}</span> · <span id="rate">{{rate}}</span> · ETA <span id="eta">{{eta}}</span></p>
     </div>
-    <dl><dt>Image</dt><dd id="image">{{task.imageID}}</dd><dt>Partition</dt><dd>{{task.partition}}</dd><dt>Afterwards</dt><dd id="after">{{task.after}}</dd><dt>Created</dt><dd>{{task.created}}</dd>
+    <dl><dt>Image</dt><dd id="image">{{task.imageID}}</dd><dt>Partition</dt><dd>{{task.partition}}</dd><dt>Afterwards</dt><dd id="after">{{task.after}}</dd>{{#task.multicast}}<dt>Multicast</dt><dd><a href="/multicast/{{.}}">session {{.}}</a></dd>{{/task.multicast}}<dt>Created</dt><dd>{{task.created}}</dd>
     <dt>Started</dt><dd>{{task.started}}</dd><dt>Ended</dt><dd>{{task.ended}}</dd></dl>
     {{#showToken}}<p>The PC runs this task at its next network boot. To run it by hand from any Linux system on the PC:</p>
     <pre class="command">lifeboat agent --server {{serverURL}} --token {{task.agentToken}} --disk DEVICE</pre>{{/showToken}}

@@ -8,8 +8,8 @@ import Glibc
 
 struct Multicast: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Restore one image to many PCs at once over UDP multicast (docs/formats/multicast.md).",
-        subcommands: [MulticastSend.self, MulticastReceive.self])
+        abstract: "Restore one image to many PCs at once over UDP multicast: sessions on a server, or send/receive by hand (docs/formats/multicast.md).",
+        subcommands: [MulticastSend.self, MulticastReceive.self, MulticastSessions.self, MulticastCancel.self])
 }
 
 /// The session key: --key, else LIFEBOAT_MULTICAST_KEY (so it stays out of `ps`).

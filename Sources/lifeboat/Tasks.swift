@@ -15,7 +15,7 @@ struct Tasks: ParsableCommand {
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Queue a task for a host; it runs at the host's next network boot.",
-            subcommands: [AddBackup.self, AddRestore.self])
+            subcommands: [AddBackup.self, AddRestore.self, AddMulticast.self])
     }
 
     struct AddBackup: ParsableCommand {
@@ -126,7 +126,7 @@ private func printTask(_ task: TaskDTO, json: Bool) throws {
     print(summary(task))
 }
 
-private func summary(_ t: TaskDTO) -> String {
+func summary(_ t: TaskDTO) -> String {
     var s = "\(t.id)  \(t.kind.rawValue)  \(t.hostName)  \(t.state.rawValue)  created \(t.created)"
     if let image = t.imageID { s += "  image \(image.prefix(16))" }
     if let p = t.partition { s += "  partition \(p)" }

@@ -69,6 +69,30 @@ final class ControlPlaneTests: XCTestCase {
         XCTAssertEqual(server.call("GET", "/api/v1/store", token: server.admin).json()["chunks"] as? Int, 1)
     }
 
+    /// Without a boot interface there is nowhere to stream: the session is refused with the
+    /// setting to change, and no task is made.
+    func testAMulticastSessionNeedsTheBootInterface() throws {
+        let server = try ServerProcess()
+        defer { XCTAssertEqual(server.stop(), 0) }
+        server.makeHost("pc1", mac: "02:00:00:00:00:01")
+        let image = try server.backupImage(host: "pc1", seed: 3, name: "master")
+        let r = server.call("POST", "/api/v1/multicast", token: server.admin, json: #"{"image":"\#(image)","hosts":["pc1"]}"#)
+        XCTAssertEqual(r.status, 409, r.body)
+        XCTAssert(r.body.contains("setting `interface`"), r.body)
+        XCTAssertEqual(server.call("GET", "/api/v1/tasks?state=active", token: server.admin).jsonArray().count, 0)
+        XCTAssertEqual(server.call("GET", "/multicast", token: server.admin).status, 200)
+    }
+
+    /// multicast_group must be a multicast address with room for 1000 session ports.
+    func testTheMulticastGroupSettingRefusesWhatIsNotAMulticastGroup() throws {
+        XCTAssertEqual(try ServerConfig.parse("multicast_group = 239.1.2.3:7000").multicastGroup, "239.1.2.3:7000")
+        for bad in ["10.0.0.1:9000", "239.1.2.3", "239.1.2.3:0", "239.1.2.3:65000", "239.1.2:9000", "banana", ""] {
+            XCTAssertThrowsError(try ServerConfig.parse("multicast_group = \(bad)"), bad) { e in
+                XCTAssert("\(e)".contains("line 1: multicast_group must be a multicast A.B.C.D:PORT"), "\(e)")
+            }
+        }
+    }
+
     func testHostsCSVRoundTripsAndOneBadLineRejectsTheWholeFile() throws {
         let server = try ServerProcess()
         defer { XCTAssertEqual(server.stop(), 0) }
