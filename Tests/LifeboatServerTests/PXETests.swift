@@ -9,7 +9,7 @@ final class PXETests: VMTestCase {
     let subnet = "10.77.8"
 
     override func setUpWithError() throws {
-        try prepareLab(name: "pxe", subnet: subnet, taps: 1)
+        try prepareLab(name: "pxe", subnet: subnet, taps: 2)
     }
 
     /// The server on the bridge with these boot settings; the rescue files in its data dir.
@@ -24,8 +24,8 @@ final class PXETests: VMTestCase {
 
     /// A NIC of QEMU `model` (virtio-net-pci, e1000, e1000e: the rescue system must load
     /// each one's driver), booting first.
-    func nic(_ mac: String, model: String = "virtio-net-pci", romfile: String? = nil) -> [String] {
-        ["-netdev", "tap,id=n0,ifname=lbtap0,script=no,downscript=no",
+    func nic(_ mac: String, model: String = "virtio-net-pci", romfile: String? = nil, tap: Int = 0) -> [String] {
+        ["-netdev", "tap,id=n0,ifname=lbtap\(tap),script=no,downscript=no",
          "-device", "\(model),netdev=n0,mac=\(mac),bootindex=1" + (romfile.map { ",romfile=\($0)" } ?? "")]
     }
 
@@ -167,5 +167,57 @@ final class PXETests: VMTestCase {
         XCTAssertEqual(done["state"] as? String, "done", "task \(done)\nserial:\n\(tail(run.log, 60))\nserver:\n\(tail(server.log))")
         XCTAssertEqual(try ok("cmp \(q(source)) \(q(target)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
         measurements.append("UEFI firmware PXE → ProxyDHCP → TFTP ipxe.efi → restore done: \(String(format: "%.1f", run.seconds)) s of QEMU")
+    }
+
+    /// 4. A classroom of two: two BIOS PCs network-boot at once into one multicast session
+    /// (it starts when both are in), each receives the image from the one stream, and each
+    /// disk equals the source.
+    func testTwoPCsAreRestoredFromOneMulticastSession() throws {
+        let server = try startServer("dhcp = full\ndhcp_range = \(subnet).100-\(subnet).150\n")
+        let source = tmp + "/source.img"
+        try makeDisk(source)
+        server.makeHost("lab-pc5", mac: "52:54:00:77:08:05")
+        let b = server.call("POST", "/api/v1/tasks", token: server.admin, json: #"{"kind":"backup","host":"lab-pc5"}"#)
+        let token = try XCTUnwrap(b.json()["agentToken"] as? String, b.body)
+        let agent = shell("ip netns exec \(ns) \(q(lifeboatBinary)) agent --server \(server.url) --token \(token) --disk \(q(source))")
+        XCTAssertEqual(agent.status, 0, agent.out)
+        let imageID = try XCTUnwrap(task(try XCTUnwrap(b.json()["id"].map { "\($0)" }))["imageID"] as? String)
+        XCTAssertEqual(server.call("PATCH", "/api/v1/images/\(imageID)", token: server.admin, json: #"{"shared":true}"#).status, 200)
+
+        let pcs = [("lab-pc6", "52:54:00:77:08:06"), ("lab-pc7", "52:54:00:77:08:07")]
+        for (name, mac) in pcs { server.makeHost(name, mac: mac) }
+        let m = server.call("POST", "/api/v1/multicast", token: server.admin,
+                            json: #"{"image":"\#(imageID)","hosts":["lab-pc6","lab-pc7"],"maxWait":240,"after":"poweroff"}"#)
+        XCTAssertEqual(m.status, 201, m.body)
+        let session = try XCTUnwrap(m.json()["id"] as? Int)
+        var runs: [(name: String, machine: [String])] = []
+        for (i, (name, mac)) in pcs.enumerated() {
+            let target = tmp + "/\(name).img"
+            _ = try ok("truncate -s 64M \(q(target))")
+            runs.append((name, ["-machine", "pc"] + nic(mac, tap: i) + disk(target)))
+        }
+        let boots = try runVMs(runs, timeout: 600)
+        var s: [String: Any] = [:]
+        for _ in 0 ..< 50 {  // the sender's last round-end repeats follow the last PC's "done"
+            s = server.call("GET", "/api/v1/multicast/\(session)", token: server.admin).json()
+            if s["state"] as? String != "streaming" { break }
+            usleep(200_000)
+        }
+        for (i, (name, _)) in pcs.enumerated() {
+            let t = (s["tasks"] as? [[String: Any]] ?? []).first { $0["hostName"] as? String == name } ?? [:]
+            let full = task("\(t["id"] ?? 0)")
+            let log = (full["log"] as? [[String: Any]] ?? []).compactMap { $0["text"] as? String }
+            XCTAssertEqual(full["state"] as? String, "done", "\(name): \(full)\n\(tail(boots[i].log))\n\(tail(server.log))")
+            XCTAssert(log.contains { $0.hasPrefix("joining multicast session \(session)") }, "\(log)")
+            let carried = log.compactMap { line -> Int? in
+                guard let r = line.range(of: #"[0-9]+ chunk\(s\) by multicast"#, options: .regularExpression) else { return nil }
+                return Int(line[r].prefix { $0.isNumber })
+            }.first ?? 0
+            XCTAssertGreaterThan(carried, 0, "\(name) got chunks by multicast: \(log)")
+            XCTAssertEqual(try ok("cmp \(q(source)) \(q(tmp + "/\(name).img")) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
+            XCTAssertTrue(boots[i].exited, "\(name) powered off")
+        }
+        XCTAssertEqual(s["state"] as? String, "done", "\(s)")
+        measurements.append("two PCs by multicast: \(boots.map { String(format: "%.1f", $0.seconds) }.joined(separator: " s, ")) s of QEMU; sender \(s["stats"] ?? "-")")
     }
 }

@@ -49,7 +49,7 @@ class VMTestCase: XCTestCase {
         addTeardownBlock { [ns] in shell("ip netns del \(ns)") }
         var cmd = """
             ip netns add \(ns) && ip -n \(ns) link set lo up \
-            && ip -n \(ns) link add lbbr0 type bridge && ip -n \(ns) addr add \(subnet).1/24 brd + dev lbbr0 \
+            && ip -n \(ns) link add lbbr0 type bridge mcast_snooping 0 && ip -n \(ns) addr add \(subnet).1/24 brd + dev lbbr0 \
             && ip -n \(ns) link set lbbr0 up
             """
         for i in 0 ..< taps {
@@ -180,35 +180,59 @@ class VMTestCase: XCTestCase {
     /// QEMU does; `monitor` is a Unix socket path for QEMU's monitor (see `type`).
     func runVM(_ name: String, _ machine: [String], timeout: Double = 420, memory: String? = nil,
                monitor: String? = nil, tick: (() -> Void)? = nil) throws -> Boot {
+        try runVMs([(name, machine)], timeout: timeout, memory: memory, monitor: monitor, tick: tick)[0]
+    }
+
+    /// Several PCs at once (a classroom): each QEMU runs until it exits, all until `timeout`.
+    /// `monitor` belongs to the first.
+    func runVMs(_ pcs: [(name: String, machine: [String])], timeout: Double = 420, memory: String? = nil,
+                monitor: String? = nil, tick: (() -> Void)? = nil) throws -> [Boot] {
         let memory = memory ?? self.memory
-        let log = logs + "/\(name).serial.log"
-        try? FileManager.default.removeItem(atPath: log)
         let start = Date()
-        let p = try spawn(["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
-                           "-display", "none", "-nodefaults", "-monitor", monitor.map { "unix:\($0),server,nowait" } ?? "none",
-                           "-serial", "file:" + log, "-no-reboot"]
-                          + machine, log: logs + "/\(name).qemu.log")
-        var marks: [String: Double] = [:]
+        var runs: [(name: String, log: String, process: Process)] = []
+        for (i, pc) in pcs.enumerated() {
+            let log = logs + "/\(pc.name).serial.log"
+            try? FileManager.default.removeItem(atPath: log)
+            let mon = i == 0 ? monitor : nil
+            let p = try spawn(["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-smp", "1",
+                               "-display", "none", "-nodefaults", "-monitor", mon.map { "unix:\($0),server,nowait" } ?? "none",
+                               "-serial", "file:" + log, "-no-reboot"]
+                              + pc.machine, log: logs + "/\(pc.name).qemu.log")
+            runs.append((pc.name, log, p))
+        }
         let wanted = ["LIFEBOAT: init", "LIFEBOAT: network up", "LIFEBOAT: agent start", "LIFEBOAT: DONE", "LIFEBOAT: FAILED"]
-        while p.isRunning, Date().timeIntervalSince(start) < timeout {
+        var marks = [[String: Double]](repeating: [:], count: runs.count)
+        var ended = [Double?](repeating: nil, count: runs.count)
+        func scan() {
+            for (i, r) in runs.enumerated() {
+                let text = readLossy(r.log)
+                for w in wanted where marks[i][w] == nil && text.contains(w) { marks[i][w] = Date().timeIntervalSince(start) }
+                if ended[i] == nil, !r.process.isRunning { ended[i] = Date().timeIntervalSince(start) }
+            }
+        }
+        while runs.contains(where: { $0.process.isRunning }), Date().timeIntervalSince(start) < timeout {
             usleep(200_000)
             tick?()
-            let text = readLossy(log)
-            for w in wanted where marks[w] == nil && text.contains(w) { marks[w] = Date().timeIntervalSince(start) }
+            scan()
         }
-        let exited = !p.isRunning
-        if !exited { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-        let text = readLossy(log)
-        for w in wanted where marks[w] == nil && text.contains(w) { marks[w] = Date().timeIntervalSince(start) }
-        let seconds = Date().timeIntervalSince(start)
-        measurements.append("\(name) (\(memory) MiB): QEMU ran \(String(format: "%.1f", seconds)) s; since QEMU start: "
-            + wanted.compactMap { w in marks[w].map { "\(w.dropFirst(10)) \(String(format: "%.1f", $0)) s" } }.joined(separator: ", "))
-        // The serial log ends lines with \r\n, one Character in Swift: split on any newline.
-        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("LIFEBOAT:") && line.contains("uptime") {
-            measurements.append("  \(name) guest: \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
+        scan()
+        var boots: [Boot] = []
+        for (i, r) in runs.enumerated() {
+            let exited = !r.process.isRunning
+            if !exited { kill(r.process.processIdentifier, SIGKILL) }
+            r.process.waitUntilExit()
+            let text = readLossy(r.log)
+            for w in wanted where marks[i][w] == nil && text.contains(w) { marks[i][w] = Date().timeIntervalSince(start) }
+            let seconds = ended[i] ?? Date().timeIntervalSince(start)
+            measurements.append("\(r.name) (\(memory) MiB): QEMU ran \(String(format: "%.1f", seconds)) s; since QEMU start: "
+                + wanted.compactMap { w in marks[i][w].map { "\(w.dropFirst(10)) \(String(format: "%.1f", $0)) s" } }.joined(separator: ", "))
+            // The serial log ends lines with \r\n, one Character in Swift: split on any newline.
+            for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("LIFEBOAT:") && line.contains("uptime") {
+                measurements.append("  \(r.name) guest: \(line.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            boots.append(Boot(log: text, exited: exited, seconds: seconds, marks: marks[i]))
         }
-        return Boot(log: text, exited: exited, seconds: seconds, marks: marks)
+        return boots
     }
 
     /// Types `text` on the PC's keyboard through QEMU's monitor (`sendkey`), as a person
