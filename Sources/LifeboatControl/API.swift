@@ -322,14 +322,17 @@ public struct MulticastDTO: Codable, Sendable, Equatable {
     public var minReceivers: Int
     public var maxWait: Double
     public var rate: Double
+    /// Open: PCs join from their boot menu, up to `minReceivers`.
+    public var open: Bool
     public var created: String
     public var started: String?
     public var ended: String?
     public var stats: MulticastSummary?
     public var tasks: [TaskDTO]
     public init(id: Int64, imageID: String, state: MulticastState, reason: String?, group: String, minReceivers: Int,
-                maxWait: Double, rate: Double, created: String, started: String?, ended: String?,
+                maxWait: Double, rate: Double, open: Bool = false, created: String, started: String?, ended: String?,
                 stats: MulticastSummary?, tasks: [TaskDTO]) {
+        self.open = open
         self.id = id
         self.imageID = imageID
         self.state = state

@@ -25,14 +25,19 @@ extension LifeboatServer {
         // for an operator's login (LRS let the person at the PC start them too).
         r.add(.get, "/boot/:mac/task", .open) { [self] call in
             try await withBootSecret(call, action: "task.create", failure: "No task started") { mac in
-                guard let kind = call.query("kind").flatMap(TaskKind.init(rawValue:)) else {
-                    throw Fail.bad("kind must be backup or restore, found \"\(call.query("kind")?.prefix(20) ?? "")\"")
-                }
                 let host = try await db.read { db -> HostRecord in
                     guard let m = try HostMacRecord.fetchOne(db, key: mac), let h = try HostRecord.fetchOne(db, key: m.hostID) else {
                         throw Fail.notFound("this PC (\(mac)) is not registered")
                     }
                     return h
+                }
+                if call.query("kind") == "multicast" {
+                    let t = try await multicast.join(try MulticastHub.parseID(call.query("session") ?? ""), host: host.id!, by: "boot:\(mac)")
+                    await audit(call, actor: "boot:\(mac)", "task.create", "task \(t.id!) in multicast session \(t.multicastID ?? 0)")
+                    return nil
+                }
+                guard let kind = call.query("kind").flatMap(TaskKind.init(rawValue:)) else {
+                    throw Fail.bad("kind must be backup, restore or multicast, found \"\(call.query("kind")?.prefix(20) ?? "")\"")
                 }
                 let t = try await tasks.create(TaskInput(kind: kind, host: String(host.id!), image: kind == .restore ? call.query("image") : nil),
                                                by: "boot:\(mac)")
@@ -154,6 +159,11 @@ extension LifeboatServer {
         if secretSet, defaultItem != "task" {
             // Started here, with the secret: the newest images this host may restore.
             items.append(MenuItem("backup", key: "b", "Back up this PC now", Self.askSecret("\(base)/boot/\(mac)/task?kind=backup")))
+            if let open = try await multicast.openSessions().first {
+                let name = (try? await images.find(open.imageID).name) ?? String(open.imageID.prefix(12))
+                items.append(MenuItem("multicast", key: "m", "Join multicast session \(open.id): \(name) (\(open.members) of \(open.capacity) PCs in)",
+                                      Self.askSecret("\(base)/boot/\(mac)/task?kind=multicast&session=\(open.id)")))
+            }
             let restorable = try await images.list().filter { $0.shared || $0.hostID == host.id }
                 .sorted { $0.created > $1.created }.prefix(9)
             for (i, image) in restorable.enumerated() {

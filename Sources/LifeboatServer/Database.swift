@@ -116,6 +116,9 @@ struct MulticastRecord: Codable, FetchableRecord, MutablePersistableRecord, Send
     var minReceivers: Int
     var maxWait: Double
     var rate: Double
+    /// Open to the next `minReceivers` PCs that join from their boot menu.
+    var open: Bool
+    var after: TaskAfter
     var createdBy: String
     var created: Date
     var started: Date?
@@ -285,6 +288,8 @@ enum Schema {
                 t.column("minReceivers", .integer).notNull()
                 t.column("maxWait", .double).notNull()
                 t.column("rate", .double).notNull()
+                t.column("open", .boolean).notNull()
+                t.column("after", .text).notNull()
                 t.column("createdBy", .text).notNull()
                 t.column("created", .datetime).notNull()
                 t.column("started", .datetime)

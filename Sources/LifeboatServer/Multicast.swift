@@ -54,7 +54,7 @@ final class MulticastHub: @unchecked Sendable {
     func dto(_ m: MulticastRecord, tasks list: [TaskDTO]) -> MulticastDTO {
         let stats = m.stats.flatMap { try? JSONDecoder().decode(MulticastSummary.self, from: Data($0.utf8)) }
         return MulticastDTO(id: m.id!, imageID: m.imageID, state: m.state, reason: m.reason, group: m.groupAddress,
-                            minReceivers: m.minReceivers, maxWait: m.maxWait, rate: m.rate, created: m.created.iso,
+                            minReceivers: m.minReceivers, maxWait: m.maxWait, rate: m.rate, open: m.open, created: m.created.iso,
                             started: m.started?.iso, ended: m.ended?.iso, stats: stats, tasks: list)
     }
 
@@ -111,14 +111,18 @@ final class MulticastHub: @unchecked Sendable {
                 if members.isEmpty { throw Fail.bad("group \"\(group.prefix(64))\" has no hosts") }
                 for h in members where !hosts.contains(where: { $0.id == h.id }) { hosts.append(h) }
             }
-            guard !hosts.isEmpty else { throw Fail.bad("a multicast session needs hosts: \"hosts\" (IDs or names) or \"group\"") }
+            // No hosts: open to the next minReceivers PCs that join from their boot menu.
+            let open = hosts.isEmpty
+            if open, (input.minReceivers ?? 0) < 1 {
+                throw Fail.bad("a multicast session needs hosts: \"hosts\" (IDs or names), \"group\", or \"minReceivers\" ≥ 1 for the next PCs that join from their boot menu")
+            }
             guard hosts.count <= 10_000 else { throw Fail.bad("at most 10000 hosts per session, found \(hosts.count)") }
             if !image.shared, let other = hosts.first(where: { $0.id != image.hostID }) {
                 throw Fail.conflict("image \(image.id.prefix(12)) is local to another host than \(other.name); mark it shared to deploy it to a group")
             }
             var m = MulticastRecord(id: nil, imageID: image.id, state: .waiting, reason: nil, groupAddress: "",
                                     session: sessionHex, key: key.hex, minReceivers: input.minReceivers ?? hosts.count,
-                                    maxWait: maxWait, rate: rate, createdBy: actor, created: Date())
+                                    maxWait: maxWait, rate: rate, open: open, after: after, createdBy: actor, created: Date())
             try m.insert(db)
             let port = UInt16(truncatingIfNeeded: Int(basePort) + Int(m.id! % 1000))
             m.groupAddress = "\(groupAddress):\(port)"
@@ -152,6 +156,33 @@ final class MulticastHub: @unchecked Sendable {
         }
         log.write("multicast \(id): image \(image.id.prefix(12)) to \(record.minReceivers) or more of its PCs on \(record.groupAddress) via \(interface)")
         return id
+    }
+
+    /// A PC joins an open session from its boot menu: a restore task in the session, while
+    /// it streams or waits and has room. Returns the task.
+    func join(_ id: Int64, host hostID: Int64, by actor: String) async throws -> TaskRecord {
+        try await db.write { db in
+            guard let m = try MulticastRecord.fetchOne(db, key: id) else { throw Fail.notFound("no multicast session \(id)") }
+            guard m.open else { throw Fail.conflict("multicast session \(id) is for the hosts it was made with") }
+            guard m.state.isActive else { throw Fail.conflict("multicast session \(id) has ended (\(m.state.rawValue))") }
+            let members = try TaskRecord.filter(Column("multicastID") == id).fetchCount(db)
+            guard members < m.minReceivers else { throw Fail.conflict("multicast session \(id) is full (\(members) of \(m.minReceivers) PCs)") }
+            guard var host = try HostRecord.fetchOne(db, key: hostID) else { throw Fail.notFound("no host \(hostID)") }
+            return try TaskHub.insert(db, host: &host, kind: .restore, imageID: m.imageID, partition: nil, name: nil,
+                                      after: m.after, by: actor, multicastID: id)
+        }
+    }
+
+    /// Open sessions that still have room, newest first: the boot menu offers them.
+    func openSessions() async throws -> [(id: Int64, imageID: String, members: Int, capacity: Int)] {
+        try await db.read { db in
+            try MulticastRecord.filter(Column("open") == true
+                && [MulticastState.waiting, .streaming].map(\.rawValue).contains(Column("state")))
+                .order(Column("id").desc).fetchAll(db).compactMap { m in
+                    let members = try TaskRecord.filter(Column("multicastID") == m.id!).fetchCount(db)
+                    return members < m.minReceivers ? (m.id!, m.imageID, members, m.minReceivers) : nil
+                }
+        }
     }
 
     /// Stops the sender (its receivers fall back to unicast, then find their task ended)

@@ -81,7 +81,7 @@ extension Templates {
     {{^interface}}<p class="error">The server has no boot interface (setting <code>interface</code>): multicast sessions need one to stream on.</p>{{/interface}}
     <form method="post" action="/multicast" class="grid" id="multicast-form"><input type="hidden" name="csrf" value="{{csrf}}">
     <label>Image <select name="image">{{#images}}<option value="{{id}}">{{name}} ({{shortID}})</option>{{/images}}</select></label>
-    <label>Hosts (names or IDs, comma-separated) <input name="hosts" placeholder="pc01, pc02, pc03"></label>
+    <label>Hosts (names or IDs, comma-separated; none: open to the next PCs that join from their boot menu) <input name="hosts" placeholder="pc01, pc02, pc03"></label>
     <label>and/or group <select name="group"><option value="">–</option>{{#groups}}<option>{{.}}</option>{{/groups}}</select></label>
     <label>Start when this many PCs are in (default: all) <input name="minReceivers" size="6"></label>
     <label>…or after this many seconds (default 300) <input name="maxWait" size="6"></label>

@@ -12,14 +12,16 @@ struct AddMulticast: ParsableCommand {
     @Option(help: "The image's ID (or unique prefix of 6+ digits); shared, or local to every host.") var image: String
     @Option(help: "Hosts, by ID or name, separated by commas.") var hosts: String?
     @Option(help: "Every host of this group (with --hosts: both).") var group: String?
-    @Option(help: "Start streaming once N PCs have joined (default: all the hosts).") var minReceivers: Int?
+    @Option(help: "Start streaming once N PCs have joined (default: all the hosts). Alone: open to the next N PCs that join from their boot menu.") var minReceivers: Int?
     @Option(help: "Start after this many seconds even with fewer PCs (default 300).") var maxWait: Double?
     @Option(help: "Top rate in MB/s (default 100).") var rate: Double?
     @Option(help: "What the PCs do afterwards: reboot or poweroff.") var then: TaskAfter = .reboot
     @Flag(help: "Print the session as JSON.") var json = false
 
     func validate() throws {
-        if hosts == nil && group == nil { throw ValidationError("give --hosts H1,H2,… or --group NAME") }
+        if hosts == nil && group == nil && (minReceivers ?? 0) < 1 {
+            throw ValidationError("give --hosts H1,H2,…, --group NAME, or --min-receivers N alone for the next N PCs that join from their boot menu")
+        }
         if let minReceivers, minReceivers < 0 { throw ValidationError("--min-receivers must be 0 or more, found \(minReceivers)") }
     }
 

@@ -80,7 +80,7 @@ final class BootScriptTests: XCTestCase {
         XCTAssert(wrong.body.contains("wrong registration secret") && wrong.body.contains("chain "), wrong.body)
         XCTAssertEqual(server.call("GET", "/api/v1/tasks?state=active", token: server.admin).jsonArray().count, 0)
         let bad = server.call("GET", "/boot/\(mac)/task?kind=explode&secret=blue-pelican-42")
-        XCTAssert(bad.body.contains("kind must be backup or restore"), bad.body)
+        XCTAssert(bad.body.contains("kind must be backup, restore or multicast"), bad.body)
         let ok = server.call("GET", "/boot/\(mac)/task?kind=restore&image=\(own1)&secret=blue-pelican-42")
         XCTAssertEqual(ok.body, "#!ipxe\nchain \(server.url)/boot/\(mac)\n")
         let queued = server.call("GET", "/api/v1/tasks?state=active", token: server.admin).jsonArray()

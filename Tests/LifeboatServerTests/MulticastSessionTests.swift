@@ -36,7 +36,7 @@ final class MulticastSessionTests: XCTestCase {
         let r = shell(cmd)
         XCTAssertEqual(r.status, 0, r.out)
         if r.status != 0 { throw CancellationError() }
-        server = try ServerProcess(config: "interface = lbmsbr0\n", http: "\(subnet).1:8080", netns: ns)
+        server = try ServerProcess(config: "interface = lbmsbr0\nregistration_secret = blue-pelican-42\n", http: "\(subnet).1:8080", netns: ns)
         work = server.dir + "/work"
         try FileManager.default.createDirectory(atPath: work + "/tree/docs", withIntermediateDirectories: true)
     }
@@ -189,6 +189,41 @@ final class MulticastSessionTests: XCTestCase {
         // The hosts are free again: a new session takes them.
         XCTAssertEqual(server.call("POST", "/api/v1/multicast", token: server.admin,
                                    json: #"{"image":"\#(image)","hosts":["pc1","pc2"]}"#).status, 201)
+    }
+
+    /// An open session takes the next PCs that join from their boot menu (with the secret)
+    /// until it is full; the PC that joined restores from it.
+    func testAnOpenSessionTakesTheNextPCsThatJoinFromTheirBootMenu() throws {
+        let source = work + "/source.img"
+        let image = try sharedImage(source)
+        server.makeHost("pc1", mac: "52:54:00:62:00:11")
+        server.makeHost("pc2", mac: "52:54:00:62:00:12")
+        let created = server.call("POST", "/api/v1/multicast", token: server.admin, json: #"{"image":"\#(image)","minReceivers":1}"#)
+        XCTAssertEqual(created.status, 201, created.body)
+        let id = try XCTUnwrap(created.json()["id"] as? Int)
+        XCTAssertEqual(created.json()["open"] as? Bool, true)
+        XCTAssertEqual((created.json()["tasks"] as? [Any])?.count, 0)
+        let menu = server.call("GET", "/boot/52:54:00:62:00:11").body
+        XCTAssert(menu.contains("Join multicast session \(id)"), menu)
+        XCTAssert(menu.contains("/boot/52:54:00:62:00:11/task?kind=multicast&session=\(id)&secret=${lbsecret:uristring}"), menu)
+        XCTAssert(server.call("GET", "/boot/52:54:00:62:00:11/task?kind=multicast&session=\(id)&secret=guess").body.contains("wrong registration secret"))
+        let joined = server.call("GET", "/boot/52:54:00:62:00:11/task?kind=multicast&session=\(id)&secret=blue-pelican-42")
+        XCTAssertFalse(joined.body.contains("No task started"), joined.body)
+        let tasks = session(id)["tasks"] as? [[String: Any]] ?? []
+        XCTAssertEqual(tasks.map { $0["hostName"] as? String }, ["pc1"])
+        XCTAssert(server.call("GET", "/boot/52:54:00:62:00:11").body.contains("--default task"))
+        // Full: no longer offered, and a join is refused with the reason.
+        XCTAssertFalse(server.call("GET", "/boot/52:54:00:62:00:12").body.contains("Join multicast"))
+        let late = server.call("GET", "/boot/52:54:00:62:00:12/task?kind=multicast&session=\(id)&secret=blue-pelican-42")
+        XCTAssert(late.body.contains("is full (1 of 1 PCs)"), late.body)
+
+        let disk = work + "/pc1.img"
+        _ = try ok("truncate -s 64M \(q(disk))")
+        let token = try XCTUnwrap(server.call("GET", "/api/v1/tasks/\(tasks[0]["id"] as? Int ?? 0)", token: server.admin).json()["agentToken"] as? String)
+        let a = try agent(["agentToken": token], pc: 1, disk: disk)
+        wait(a)
+        XCTAssertEqual(a.terminationStatus, 0, (try? String(contentsOfFile: disk + ".log", encoding: .utf8)) ?? "")
+        XCTAssertEqual(try ok("cmp \(q(source)) \(q(disk)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
     }
 
     /// Bad sessions are refused whole, with the reason, and make no task.
