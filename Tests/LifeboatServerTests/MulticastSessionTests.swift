@@ -186,9 +186,26 @@ final class MulticastSessionTests: XCTestCase {
         let again = cli("multicast cancel \(id)")
         XCTAssertNotEqual(again.status, 0)
         XCTAssert(again.out.contains("has already ended (failed)"), again.out)
-        // The hosts are free again: a new session takes them.
-        XCTAssertEqual(server.call("POST", "/api/v1/multicast", token: server.admin,
-                                   json: #"{"image":"\#(image)","hosts":["pc1","pc2"]}"#).status, 201)
+        // The hosts are free again: a new session takes them, this time from the web UI's form.
+        _ = server.admin  // the user ada, password "password-ada-123"
+        let jar = server.dir + "/cookies"
+        let login = server.call("GET", "/login", cookies: jar)
+        let loginCSRF = try XCTUnwrap(login.body.firstMatch(#"name="csrf" value="([0-9a-f]+)""#))
+        XCTAssertEqual(server.call("POST", "/login", cookies: jar, form: "csrf=\(loginCSRF)&name=ada&password=password-ada-123").status, 303)
+        let page = server.call("GET", "/multicast", cookies: jar)
+        XCTAssert(page.body.contains("<option value=\"\(image)\">"), page.body)
+        let csrf = try XCTUnwrap(page.body.firstMatch(#"name="csrf" value="([0-9a-f]+)""#))
+        let bad = server.call("POST", "/multicast", cookies: jar, form: "csrf=\(csrf)&image=\(image)&hosts=pc1&rate=fast")
+        XCTAssertEqual(bad.status, 400)
+        XCTAssert(bad.body.contains("rate must be a number, found"), bad.body)
+        let made2 = server.call("POST", "/multicast", cookies: jar, form: "csrf=\(csrf)&image=\(image)&hosts=pc1%2C+pc2&maxWait=600&after=poweroff")
+        XCTAssertEqual(made2.status, 303, made2.body)
+        let location = made2.headers["location"] ?? ""
+        XCTAssert(location.hasPrefix("/multicast/"), location)
+        let shown = server.call("GET", location, cookies: jar)
+        XCTAssert(shown.body.contains("<td>pc1</td>") && shown.body.contains("<td>pc2</td>") && shown.body.contains("state-waiting"), shown.body)
+        XCTAssertEqual(server.call("POST", location + "/cancel", cookies: jar, form: "csrf=\(csrf)").status, 303)
+        XCTAssert(server.call("GET", location, cookies: jar).body.contains("cancelled by ada"))
     }
 
     /// An open session takes the next PCs that join from their boot menu (with the secret)
