@@ -125,8 +125,12 @@ final class NetworkTests: XCTestCase {
         sh("printf '#!/bin/sh\\n[ \"$reason\" = BOUND ] && echo \"BOUND ip=$new_ip_address mask=$new_subnet_mask file=$new_filename server=$new_dhcp_server_identifier\" >> \(d)/dhclient.out\\nexit 0\\n' > \(d)/dhclient-hook; chmod +x \(d)/dhclient-hook")
         sh("printf 'option pxe-arch code 93 = unsigned integer 16;\\nsend vendor-class-identifier \"PXEClient:Arch:00000:UNDI:002001\";\\nsend pxe-arch 0;\\n' > \(d)/pxe.conf; : > \(d)/plain.conf")
         for (conf, expect) in [("plain", "mask=255.255.255.0 file= server=\(lab.serverIP)"), ("pxe", "file=undionly.kpxe server=\(lab.serverIP)")] {
-            sh("rm -f \(d)/dhclient.out \(d)/leases")
-            let r = lab.inClient("dhclient -1 -cf \(d)/\(conf).conf -sf \(d)/dhclient-hook -lf \(d)/leases -pf \(d)/dhclient.pid eth0; s=$?; kill $(cat \(d)/dhclient.pid) 2>/dev/null; exit $s", timeout: 60)
+            sh("rm -f \(d)/dhclient.out \(d)/leases \(d)/dhclient.pid")
+            // dhclient goes into the background once bound, and its parent may exit before
+            // the child writes the pid file: wait for it, then stop the daemon. A daemon left
+            // running keeps Foundation's child-exit socket open and the test waits for ever.
+            let r = lab.inClient("dhclient -1 -cf \(d)/\(conf).conf -sf \(d)/dhclient-hook -lf \(d)/leases -pf \(d)/dhclient.pid eth0 </dev/null >/dev/null 2>&1; s=$?; "
+                + "for i in $(seq 50); do [ -s \(d)/dhclient.pid ] && break; sleep 0.1; done; kill $(cat \(d)/dhclient.pid) 2>/dev/null; exit $s", timeout: 60)
             XCTAssertEqual(r.status, 0, r.output)
             let out = sh("cat \(d)/dhclient.out").output
             XCTAssertNotNil(out.range(of: "BOUND ip=10\\.77\\.\(lab.subnet)\\.1(2[0-9]|30) ", options: .regularExpression), "\(conf): \(out)")
