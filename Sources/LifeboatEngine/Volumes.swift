@@ -299,6 +299,8 @@ enum VolumeAnalyzer {
             let comps = db.components(of: v)
             let local = comps.filter { db.isLocal($0) }
             let mine = comps.flatMap { db.partitions(of: $0) }.filter { $0.diskID == me.id }.map { db.diskExtent($0) }
+            // A volume wholly on other disks is those disks' to save.
+            if mine.isEmpty { continue }
             var plan = VolumePlan(number: 0, name: "\(db.groupName)/\(v.name)", uuid: v.guidText, container: entry.number,
                                   start: mine.first?.start ?? 0, size: v.size * LDM.sector, type: "ldm:\(v.kind.rawValue)",
                                   filesystem: nil, method: "raw", extents: mine.sorted { $0.start < $1.start }.coalesced(),

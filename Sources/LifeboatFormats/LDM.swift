@@ -708,3 +708,24 @@ extension LDMWriter {
             ])
     }
 }
+
+extension LDMWriter {
+    /// A group over two 64 MiB disks: a volume spanned over both, a mirror with a plex on
+    /// each, a volume striped over both, and a simple volume on the second disk only.
+    public static func exampleTwoDisks() -> LDMWriter {
+        func guid(_ n: UInt8) -> [UInt8] { (0 ..< 16).map { UInt8($0) &+ n &* 16 } }
+        typealias P = LDMWriter.Part
+        return LDMWriter(
+            groupName: "TwoDg0", groupGUID: "11111111-2222-4333-8444-555555555555",
+            disks: [(name: "Disk1", guid: "aaaaaaaa-0000-4000-8000-000000000001"),
+                    (name: "Disk2", guid: "aaaaaaaa-0000-4000-8000-000000000002")],
+            volumes: [
+                Vol(name: "Spanned", guid: guid(1), plexes: [[P(disk: 0, start: 0, size: 16384), P(disk: 1, start: 0, size: 16384)]]),
+                Vol(name: "Mirror", guid: guid(2), plexes: [[P(disk: 0, start: 16384, size: 16384)],
+                                                            [P(disk: 1, start: 16384, size: 16384)]]),
+                Vol(name: "Striped", guid: guid(3), stripeSectors: 128,
+                    plexes: [[P(disk: 0, start: 32768, size: 8192), P(disk: 1, start: 32768, size: 8192)]]),
+                Vol(name: "OnlyOnDisk2", guid: guid(4), plexes: [[P(disk: 1, start: 49152, size: 8192)]]),
+            ])
+    }
+}

@@ -104,6 +104,10 @@ final class LDMRoundTripTests: EngineTestCase {
         _ = try restore(try store.image(result.imageID), store: store, to: target)
 
         XCTAssertEqual(try ldmtoolViews(target, db), before, "ldmtool reads the same group after the restore")
+        // And through a loop device, where it asks the kernel for the sector size.
+        let loop = try attachLoop(target)
+        XCTAssertEqual(try ldmtoolViews(loop, db), before, "ldmtool on \(loop)")
+        detachLoop(loop)
         let restored = try XCTUnwrap(try LDM.read(try FileDevice(path: target)))
         XCTAssertEqual(restored, db)
         for (k, v) in db.volumes.enumerated() {
@@ -143,5 +147,54 @@ final class LDMRoundTripTests: EngineTestCase {
         XCTAssertEqual(plan.partitions[0].extents, [Extent(start: 63 * 512, length: (Self.sectors - 63) * 512)])
         XCTAssertTrue(plan.partitions[0].warnings.joined().contains("expected 9 volume records, found 4"), "\(plan.partitions[0].warnings)")
         XCTAssertTrue(plan.volumes.isEmpty)
+    }
+
+    /// Disk 1 of a two-disk group: the mirror's plex here is saved by used blocks; the spanned
+    /// and striped volumes that need disk 2 have their partitions here saved whole; a volume
+    /// wholly on disk 2 is not listed. After a restore onto poison, ldmtool reads the group
+    /// from the restored disk and the untouched disk 2 as before.
+    func testFirstDiskOfATwoDiskGroup() throws {
+        guard sh("which ldmtool").status == 0 else { throw XCTSkip("ldmtool missing: apt-get install ldmtool") }
+        let sectors: UInt64 = 131_072
+        let w = LDMWriter.exampleTwoDisks()
+        var disks: [String] = []
+        for k in 0 ..< 2 {
+            let d = path("disk\(k).img")
+            try poisonFill(d, size: sectors * 512)
+            let dev = try FileDevice(path: d, mode: .readWrite)
+            for p in w.patches(disk: k, diskSectors: sectors) { try dev.write(p.bytes, at: p.offset) }
+            disks.append(d)
+        }
+        let db = try XCTUnwrap(try LDM.read(try FileDevice(path: disks[0])))
+        let mirror = db.volumes[1]
+        let plexOffset: UInt64 = (63 + 16384) * 512
+        let fs = path("mirror.fs")
+        try shOK("truncate -s \(mirror.size * 512) \(q(fs)) && mkfs.ext4 -q -F -L mirror -d \(q(try smallContent("c", seed: 9))) \(q(fs))")
+        try shOK("dd if=\(q(fs)) of=\(q(disks[0])) bs=512 seek=\(plexOffset / 512) conv=notrunc status=none")
+        let g = db.header.groupGUID
+        func views(_ d0: String) throws -> [String] {
+            try ["Spanned", "Mirror", "Striped", "OnlyOnDisk2"].map {
+                try shOK("ldmtool -d \(q(d0)) -d \(q(disks[1])) show volume \(g) \($0) 2>/dev/null")
+            }
+        }
+        let before = try views(disks[0])
+
+        let plan = try plan(disks[0])
+        XCTAssertEqual(plan.volumes.map(\.name), ["TwoDg0/Spanned", "TwoDg0/Mirror", "TwoDg0/Striped"])
+        XCTAssertEqual(plan.volumes.map(\.method), ["raw", "used-blocks", "raw"], "\(plan.volumes.map(\.warnings))")
+        XCTAssertTrue(plan.volumes[0].warnings.joined().contains("partitions on other disks"), "\(plan.volumes[0].warnings)")
+        XCTAssertEqual(plan.volumes[0].extents, [Extent(start: 63 * 512, length: 16384 * 512)])
+        XCTAssertEqual(plan.volumes[2].extents, [Extent(start: (63 + 32768) * 512, length: 8192 * 512)])
+
+        let store = try Store(path: path("store"), create: true)
+        let result = try backup(disks[0], store: store)
+        let target = path("target.img")
+        try poisonFill(target, size: sectors * 512)
+        _ = try restore(try store.image(result.imageID), store: store, to: target)
+        XCTAssertEqual(try views(target), before)
+        let plex = Extent(start: plexOffset, length: mirror.size * 512)
+        try assertFsckClean(target, plex, "the mirror's plex on disk 1")
+        try assertSameTree(disks[0], target, plex, "the mirror's plex on disk 1")
+        try assertSameBytes(disks[0], target, plan.volumes[0].extents + plan.volumes[2].extents, "partitions saved raw")
     }
 }

@@ -282,3 +282,79 @@ final class LDMTests: XCTestCase {
         XCTAssertGreaterThan(parsed, 100)
     }
 }
+
+/// A disk group over two disks: each disk holds the whole database; the parser maps what lies
+/// on the disk it reads and refuses, with a typed error, what needs the other one.
+final class LDMTwoDiskTests: XCTestCase {
+    static let sectors: UInt64 = 131_072 // 64 MiB each
+
+    static func writer() -> LDMWriter { .exampleTwoDisks() }
+
+    static func image(disk: Int) -> [UInt8] {
+        var img = [UInt8](repeating: 0, count: Int(sectors * 512))
+        for p in writer().patches(disk: disk, diskSectors: sectors) {
+            img.replaceSubrange(Int(p.offset) ..< Int(p.offset) + p.bytes.count, with: p.bytes)
+        }
+        return img
+    }
+
+    func testEachDiskMapsItsOwnPartitionsAndLdmtoolSeesOneGroup() throws {
+        let dbs = try (0 ..< 2).map { try XCTUnwrap(try LDM.read(MemorySource(Self.image(disk: $0)))) }
+        XCTAssertEqual(dbs.map { $0.thisDisk?.name }, ["Disk1", "Disk2"])
+        XCTAssertEqual(dbs[0].volumes, dbs[1].volumes, "one database, copied on both disks")
+        XCTAssertEqual(dbs[0].volumes.map(\.kind), [.spanned, .mirrored, .striped, .simple])
+        for (k, db) in dbs.enumerated() {
+            let v = db.volumes
+            XCTAssertThrowsError(try db.map(v[0], component: db.components(of: v[0])[0])) {
+                XCTAssertEqual(($0 as? FormatError)?.code, .unsupported)
+            }
+            // The mirror's plex on this disk maps; the other plex needs the other disk.
+            let plexes = db.components(of: v[1])
+            XCTAssertEqual(plexes.map { db.isLocal($0) }, [k == 0, k == 1])
+            let local = try XCTUnwrap(plexes.first { db.isLocal($0) })
+            XCTAssertEqual(try db.map(v[1], component: local).pieces[0].runs[0].offset, (63 + 16384) * 512)
+        }
+        guard (try? runTool(["which", "ldmtool"])) != nil else { throw XCTSkip("ldmtool missing") }
+        let files = (0 ..< 2).map { NSTemporaryDirectory() + "ldm2-\($0)-\(UUID().uuidString).img" }
+        defer { for f in files { try? FileManager.default.removeItem(atPath: f) } }
+        for (k, f) in files.enumerated() { try Data(Self.image(disk: k)).write(to: URL(fileURLWithPath: f)) }
+        let g = dbs[0].header.groupGUID
+        XCTAssertEqual(try JSONSerialization.jsonObject(with: Data(try runTool(["ldmtool", "scan"] + files).utf8)) as? [String], [g])
+        let dflags = files.flatMap { ["-d", $0] }
+        for v in dbs[0].volumes {
+            let out = try runTool(["ldmtool"] + dflags + ["show", "volume", g, v.name])
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            XCTAssertEqual(o["type"] as? String, v.kind.rawValue, v.name)
+            XCTAssertEqual((o["size"] as? NSNumber)?.uint64Value, v.size, v.name)
+        }
+        for (k, d) in dbs[0].disks.enumerated() {
+            let out = try runTool(["ldmtool"] + dflags + ["show", "disk", g, d.name])
+            let o = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            XCTAssertEqual(o["guid"] as? String, d.guid)
+            XCTAssertEqual(o["device"] as? String, files[k])
+        }
+    }
+
+    func testVolumeSizesThatLieAreTypedErrors() throws {
+        // The writer takes a volume's size from its first plex: other plexes or columns can lie.
+        var w = Self.writer()
+        w.volumes[2].plexes[0][1].size = 4096 // unequal stripe columns
+        let img = { (w: LDMWriter) -> [UInt8] in
+            var img = [UInt8](repeating: 0, count: Int(Self.sectors * 512))
+            for p in w.patches(disk: 0, diskSectors: Self.sectors) {
+                img.replaceSubrange(Int(p.offset) ..< Int(p.offset) + p.bytes.count, with: p.bytes)
+            }
+            return img
+        }
+        XCTAssertThrowsError(try LDM.read(MemorySource(img(w)))) {
+            XCTAssertEqual(($0 as? FormatError)?.code, .unsupported, "\($0)")
+            XCTAssertTrue("\($0)".contains("expected equal columns"), "\($0)")
+        }
+        w = Self.writer()
+        w.volumes[1].plexes[1][0].size = 8192 // a plex shorter than the volume
+        XCTAssertThrowsError(try LDM.read(MemorySource(img(w)))) {
+            XCTAssertEqual(($0 as? FormatError)?.code, .badValue, "\($0)")
+            XCTAssertTrue("\($0)".contains("add up to 8192"), "\($0)")
+        }
+    }
+}
