@@ -19,6 +19,7 @@ let targets: [String: (MemorySource) -> Void] = [
     "xfs": { fuzzFilesystem(Xfs.self, $0) },
     "lvm2": { fuzzLVM2($0) },
     "lvmtext": { fuzzLVMText($0) },
+    "ldm": { fuzzLDM($0) },
     "md": { _ = try? MD.read(PaddedSource(input: $0, size: max($0.size, 16 << 20))) },
     "dhcp": { fuzzDatagram($0) { if let m = try? DHCPMessage.parse($0) { _ = (m.isIPXE, m.clientArchitecture, m.serialize()) } } },
     "tftp": { fuzzDatagram($0) { if let p = try? TFTPPacket.parse($0) { _ = p.serialize() } } },
@@ -48,6 +49,23 @@ func fuzzVolumeGroup(_ vg: VolumeGroup, _ pv: any BlockSource) {
                   let lvSource = try? LogicalVolumeSource(map: map, pvs: vg.physicalVolumes.map { _ in pv }) else { continue }
             _ = try? lvSource.read(at: 0, count: Int(min(map.size, 4096)))
             _ = try? map.physical(Extent(start: map.size / 2, length: min(map.size / 2, 1 << 20)))
+        }
+    }
+}
+
+/// LDM: the first 512 bytes are a PRIVHEAD, the rest the start of the database area (zeros
+/// after the input, 1 MiB in all); every plex of every volume is then mapped and walked.
+func fuzzLDM(_ input: MemorySource) {
+    guard input.size >= 512, input.size <= 512 + 1 << 20,
+          let bytes = try? input.read(at: 0, count: Int(input.size)),
+          let header = try? LDM.parsePrivateHeader(Array(bytes[0 ..< 512]), diskSectors: 1 << 40) else { return }
+    let db = Array(bytes[512...]) + [UInt8](repeating: 0, count: (1 << 20) - (bytes.count - 512))
+    guard let d = try? LDM.parseDatabase(db, header: header) else { return }
+    for v in d.volumes {
+        for c in d.components(of: v) {
+            guard let map = try? d.map(v, component: c) else { continue }
+            _ = try? map.physical(Extent(start: 0, length: map.size))
+            _ = try? map.physical(Extent(start: map.size / 3, length: min(map.size / 2, 1 << 20)))
         }
     }
 }

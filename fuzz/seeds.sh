@@ -112,6 +112,48 @@ open(d + "/round-end", "wb").write(pkt(3, struct.pack(">IB3x", 1234, 1), 4))
 open(d + "/report", "wb").write(pkt(4, struct.pack(">QBBHII", 99, 2, 0, 2, 5, 700) + struct.pack(">IHH", 1, 0, 0) + struct.pack(">IHH", 3, 5, 2)))
 PY
     ;;
+ldm)
+    # A PRIVHEAD sector followed by the start of the LDM database (TOCBLOCK, VMDB, VBLKs; the
+    # harness pads the rest with zeros), written from docs/formats/ldm.md: a simple, a striped
+    # and a mirrored volume, the mirror's record long enough to take two VBLK slots.
+    python3 - "$dir/ldm" <<'PY'
+import struct, sys
+def vnum(v):
+    b = v.to_bytes(max(1, (v.bit_length() + 7) // 8), "big"); return bytes([len(b)]) + b
+def vstr(s): return bytes([len(s)]) + s.encode()
+G, D = "5fb1e2a0-8c7d-11ef-9e3a-525400a1b2c3", "7c2a3b4d-8c7d-11ef-9e3a-525400a1b2c3"
+ph = bytearray(512); ph[0:8] = b"PRIVHEAD"; struct.pack_into(">HH", ph, 12, 2, 12)
+ph[0x30:0x30 + 36] = D.encode(); ph[0xB0:0xB0 + 36] = G.encode(); ph[0xF0:0xF5] = b"FzDg0"
+struct.pack_into(">QQQQ", ph, 0x11B, 63, 260033, 260096, 2048)
+recs = [(0x35, 0, vnum(1) + vstr("FzDg0") + vstr(G) + bytes(16)),
+        (0x34, 0, vnum(2) + vstr("Disk1") + vstr(D) + vstr("") + bytes(12))]
+def vol(i, name, comps):
+    return (0x51, 0, vnum(i) + vstr(name) + vstr("gen") + vstr("") + b"ACTIVE".ljust(14, b"\0") + bytes([3, 0, 1, 0, 0, 0, 0])
+            + vnum(comps) + bytes(16) + vnum(8192) + bytes([0, 0, 0, 0, 7]) + bytes(range(16)))
+def comp(i, vid, parts, stripe=0):
+    return (0x32, 0x10 if stripe else 0, vnum(i) + vstr("c%d" % i) + vstr("ACTIVE") + bytes([1 if stripe else 2, 0, 0, 0, 0])
+            + vnum(parts) + bytes(16) + vnum(vid) + bytes(1) + ((vnum(stripe) + vnum(parts)) if stripe else b""))
+def part(i, cid, start, size, idx):
+    return (0x33, 8, vnum(i) + vstr("Disk1-%02d" % i) + bytes(12) + struct.pack(">QQ", start, 0) + vnum(size) + vnum(cid) + vnum(2) + vnum(idx))
+recs += [vol(3, "Volume1", 1), comp(4, 3, 1), part(5, 4, 0, 8192, 0),
+         vol(6, "Volume2", 1), comp(7, 6, 2, 128), part(8, 7, 8192, 4096, 0), part(9, 7, 12288, 4096, 1),
+         vol(10, "Volume3-mirrored-with-a-long-name-to-need-two-slots-xxxxxxxxxxxxxxxxx", 2),
+         comp(11, 10, 1), part(12, 11, 16384, 8192, 0), comp(13, 10, 1), part(14, 13, 24576, 8192, 0)]
+slots = []
+for k, (t, f, body) in enumerate(recs):
+    data = struct.pack(">HBBI", 0, f, t, len(body)) + body
+    frags = [data[i:i + 112] for i in range(0, len(data), 112)]
+    for n, fr in enumerate(frags):
+        slots.append(b"VBLK" + struct.pack(">IIHH", 4 + len(slots), k + 1, n, len(frags)) + fr.ljust(112, b"\0"))
+while len(slots) % 4: slots.append(b"VBLK" + struct.pack(">I", 4 + len(slots)) + bytes(120))
+vmdb = bytearray(512); vmdb[0:4] = b"VMDB"; struct.pack_into(">IIIHHH", vmdb, 4, 4 + len(slots), 128, 512, 0, 4, 10)
+vmdb[0x35:0x35 + 36] = G.encode(); struct.pack_into(">QQIIII", vmdb, 0x75, 5, 5, 3, 4, 5, 1)
+toc = bytearray(512); toc[0:8] = b"TOCBLOCK"; toc[0x24:0x2A] = b"config"; struct.pack_into(">QQ", toc, 0x2E, 17, 1472)
+toc[0x46:0x49] = b"log"; struct.pack_into(">QQ", toc, 0x50, 1489, 224)
+db = bytes(512) + bytes(toc) + bytes(toc) + bytes(14 * 512) + bytes(vmdb) + b"".join(slots)
+open(sys.argv[1], "wb").write(bytes(ph) + db)
+PY
+    ;;
 *)
     echo "no seeds for $target" >&2; exit 1
     ;;

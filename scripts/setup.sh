@@ -15,13 +15,14 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # GRUB-bootable test disk). Boot media (lifeboat media build, docs/media.md): grub-mkrescue
 # with GRUB for BIOS and UEFI, xorriso, mtools (mtools above). Volume managers: lvm2
 # (pvcreate… with activation off build LVM fixtures; pvs/vgs/lvs judge restores) and mdadm
-# (--examine judges md superblocks; it reads member files without the md driver).
+# (--examine judges md superblocks; it reads member files without the md driver), ldmtool
+# (scan/show judge Windows dynamic-disk databases; they need no device-mapper).
 # Multicast: nftables (random loss in the tests and bench), udpcast (the bench's yardstick).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \
          ipxe curl chromium chromium-driver python3 atftp tftp-hpa tftpd-hpa bc \
          busybox-static cpio kmod qemu-system-x86 ovmf iproute2 isc-dhcp-client \
-         grub-common grub-pc-bin grub-efi-amd64-bin xorriso lvm2 mdadm nftables udpcast; do
+         grub-common grub-pc-bin grub-efi-amd64-bin xorriso lvm2 mdadm ldmtool nftables udpcast; do
     have_pkg "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -191,6 +191,9 @@ public struct RestorePlan: @unchecked Sendable {
     /// Last: the partition table patches, then fsync.
     public func finish() throws {
         for patch in tablePatches { try target.write(patch.bytes, at: patch.offset) }
+        try LDMMirrors.copy(target: target, written: streams.flatMap { s in
+            s.stream.extents.filter { $0.start < s.writeBelow }
+        })
         try target.sync()
     }
 }

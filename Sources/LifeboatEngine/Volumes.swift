@@ -33,7 +33,11 @@ enum VolumeAnalyzer {
     /// cannot be mapped with certainty leaves the PV saved raw, with a warning.
     static func plan(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>) -> [VolumePlan] {
         struct PV { var index: Int; var slice: SliceSource; var label: LVM2.Label; var vg: VolumeGroup }
-        var mdMembers: Set<Int> = []
+        // An LDM disk's 0x42 partition is planned by planLDM alone (its first volume's
+        // filesystem may start where the partition does).
+        var ldmPartitions: Set<Int> = []
+        let ldmVolumes = planLDM(device: device, partitions: &partitions, forceRaw: forceRaw, claimed: &ldmPartitions)
+        var mdMembers: Set<Int> = ldmPartitions
         let mdVolumes = planMD(device: device, partitions: &partitions, forceRaw: forceRaw, members: &mdMembers)
         var pvs: [PV] = []
         // An md member is planned by planMD: a PV found at its offset 0 (superblock 0.90/1.0
@@ -80,6 +84,10 @@ enum VolumeAnalyzer {
                     partitions[m.index].warnings.append("VG \(vg.name): \(error); its PVs are saved raw (every byte)")
                 }
             }
+        }
+        for var v in ldmVolumes {
+            v.number = volumes.count + 1
+            volumes.append(v)
         }
         return volumes
     }
@@ -180,7 +188,8 @@ enum VolumeAnalyzer {
     static func planMD(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>,
                        members: inout Set<Int>) -> [VolumePlan] {
         var volumes: [VolumePlan] = []
-        for (i, p) in partitions.enumerated() where p.failure == nil && !forceRaw.contains(p.entry.number) {
+        for (i, p) in partitions.enumerated() where p.failure == nil && !forceRaw.contains(p.entry.number)
+            && !members.contains(i) {
             guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
             let sb: MD.Superblock
             do {
@@ -246,5 +255,154 @@ enum VolumeAnalyzer {
         stride(from: 0, to: b.count, by: 4).map { i in
             b[i ..< min(i + 4, b.count)].map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
         }.joined(separator: ":")
+    }
+
+    /// Windows dynamic disks (docs/formats/ldm.md §8): the MBR's 0x42 partition is saved as
+    /// its LDM database plus each volume's filesystem used blocks through the volume's map
+    /// (one plex of a mirror; the restore copies it to the others). Anything that cannot be
+    /// mapped with certainty is saved whole, with a warning.
+    static func planLDM(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>,
+                        claimed: inout Set<Int>) -> [VolumePlan] {
+        guard let i = partitions.firstIndex(where: { $0.entry.type == "0x42" && $0.entry.number == 1 }),
+              !forceRaw.contains(1) else { return [] }
+        let entry = partitions[i].entry
+        let whole = [Extent(start: entry.start, length: entry.size)]
+        func raw(_ why: String) {
+            claimed.insert(i)
+            partitions[i].filesystem = nil
+            partitions[i].failure = nil
+            partitions[i].method = "raw"
+            partitions[i].extents = whole
+            partitions[i].warnings = ["partition 1 (LDM): \(why); saved raw (every byte)"]
+        }
+        let db: LDM.Database
+        do {
+            guard let found = try LDM.read(device) else { return [] }
+            db = found
+        } catch {
+            raw("LDM database unusable (\(error))")
+            return []
+        }
+        let dataStart = db.header.dataStart * LDM.sector
+        guard dataStart >= entry.start, db.databaseExtent.end <= entry.start + entry.size else {
+            raw("the LDM data area and database (sectors \(db.header.dataStart)…\(db.databaseExtent.end / 512 - 1)) are not inside the partition")
+            return []
+        }
+        guard let me = db.thisDisk else {
+            raw("the LDM database does not list this disk (\(db.header.diskGUID))")
+            return []
+        }
+        claimed.insert(i)
+        var volumes: [VolumePlan] = []
+        var saved: [Extent] = [db.databaseExtent]
+        for v in db.volumes {
+            let comps = db.components(of: v)
+            let local = comps.filter { db.isLocal($0) }
+            let mine = comps.flatMap { db.partitions(of: $0) }.filter { $0.diskID == me.id }.map { db.diskExtent($0) }
+            // A volume wholly on other disks is those disks' to save.
+            if mine.isEmpty { continue }
+            var plan = VolumePlan(number: 0, name: "\(db.groupName)/\(v.name)", uuid: v.guidText, container: entry.number,
+                                  start: mine.first?.start ?? 0, size: v.size * LDM.sector, type: "ldm:\(v.kind.rawValue)",
+                                  filesystem: nil, method: "raw", extents: mine.sorted { $0.start < $1.start }.coalesced(),
+                                  warnings: [])
+            plan.usedBytes = plan.extents.totalLength
+            defer {
+                saved += plan.extents
+                volumes.append(plan)
+            }
+            guard v.kind != .raid5 else {
+                plan.warnings.append("\(plan.name): RAID-5 volume; its partitions on this disk are saved raw (every byte)")
+                continue
+            }
+            guard let keep = local.first, v.kind == .mirrored || local.count == comps.count else {
+                plan.warnings.append("\(plan.name): \(v.kind.rawValue) volume with partitions on other disks; its partitions on this disk are saved raw (every byte)")
+                continue
+            }
+            do {
+                let map = try db.map(v, component: keep)
+                let source = try LogicalVolumeSource(map: map, pvs: [device])
+                plan.start = map.pieces.first?.runs.first?.offset ?? plan.start
+                var used = [Extent(start: 0, length: map.size)]
+                if let (module, info) = Filesystems.detect(source) {
+                    plan.filesystem = info
+                    plan.warnings += info.warnings.map { "\(plan.name) (\(info.type)): \($0)" }
+                    do {
+                        guard info.refusal == nil else { throw FormatError(.unsupported, info.refusal ?? "") }
+                        let u = try module.usedExtents(source)
+                        let slack = info.usedBytesClaimed / 100 + UInt64(16 * info.blockSize)
+                        guard u.totalLength + slack >= info.usedBytesClaimed else {
+                            throw FormatError(.badValue, "the allocation map gives \(u.totalLength) used bytes, the filesystem claims \(info.usedBytesClaimed)")
+                        }
+                        used = u
+                        plan.method = "used-blocks"
+                    } catch {
+                        plan.warnings.append("\(plan.name) (\(info.type)): \(error); saved raw")
+                    }
+                } else {
+                    plan.warnings.append("\(plan.name): no known filesystem; saved raw (every byte)")
+                }
+                var disk: [Extent] = []
+                for e in used { disk += try map.physical(e).map(\.extent) }
+                // Plexes not wholly on this disk: their parts here, whole.
+                for c in comps where !local.contains(c) {
+                    disk += db.partitions(of: c).filter { $0.diskID == me.id }.map { db.diskExtent($0) }
+                }
+                if local.count > 1 {
+                    plan.warnings.append("\(plan.name): mirrored; one plex saved, the restore copies it to the other \(local.count - 1)")
+                }
+                plan.extents = disk.sorted { $0.start < $1.start }.coalesced()
+                plan.usedBytes = used.totalLength
+            } catch {
+                plan.method = "raw"
+                plan.warnings.append("\(plan.name): \(error); its partitions on this disk are saved raw (every byte)")
+            }
+        }
+        partitions[i].filesystem = nil
+        partitions[i].failure = nil
+        partitions[i].method = "ldm"
+        partitions[i].warnings = []
+        partitions[i].extents = saved.sorted { $0.start < $1.start }.coalesced()
+        return volumes
+    }
+}
+
+/// After a restore has written everything: the LDM database is read back from the target and
+/// each mirrored volume's saved plex (the first one wholly on this disk, as planLDM chose) is
+/// copied to its other plexes on this disk, over the ranges the image wrote there
+/// (docs/formats/ldm.md §8). A target that is not an LDM disk is left alone.
+enum LDMMirrors {
+    static func copy(target: FileDevice, written: [Extent]) throws {
+        guard let db = try? LDM.read(target) else { return }
+        for v in db.volumes where v.kind == .mirrored {
+            let local = db.components(of: v).filter { db.isLocal($0) }
+            guard local.count > 1 else { continue }
+            let from = try db.map(v, component: local[0])
+            var ranges: [Extent] = []
+            for piece in from.pieces {
+                guard let run = piece.runs.first else { continue }
+                let end = run.offset + piece.length
+                for w in written where w.start < end && w.end > run.offset {
+                    let a = max(w.start, run.offset), b = min(w.end, end)
+                    ranges.append(Extent(start: piece.lvStart + (a - run.offset), length: b - a))
+                }
+            }
+            let source = try LogicalVolumeSource(map: from, pvs: [target])
+            for c in local.dropFirst() {
+                let to = try db.map(v, component: c)
+                for r in ranges.sorted(by: { $0.start < $1.start }).coalesced() {
+                    var pos = r.start
+                    while pos < r.end {
+                        let n = min(r.end - pos, 4 << 20)
+                        let data = try source.read(at: pos, count: Int(n))
+                        var k = 0
+                        for (_, x) in try to.physical(Extent(start: pos, length: n)) {
+                            try target.write(Array(data[k ..< k + Int(x.length)]), at: x.start)
+                            k += Int(x.length)
+                        }
+                        pos += n
+                    }
+                }
+            }
+        }
     }
 }
