@@ -59,19 +59,21 @@ lvm2|lvmtext)
     ;;
 md)
     # No md driver here: mdadm cannot create arrays, so the seed is a 1.2 RAID1 member
-    # written from docs/formats/md.md (mdadm --examine accepts it).
-    python3 - "$dir/member12" <<'PY'
+    # written from docs/formats/md.md (mdadm --examine accepts it), and a RAID0 member
+    # (64 KiB chunks) so mutations reach MD.arrayMap without having to fix the checksum.
+    python3 - "$dir" <<'PY'
 import struct, sys
-sb = bytearray(4096)
-struct.pack_into("<IIII", sb, 0, 0xa92b4efc, 1, 0, 0)
-sb[16:32] = bytes(range(16, 32)); sb[32:44] = b"lifeboat:md0"
-struct.pack_into("<QiIQII", sb, 64, 1700000000, 1, 0, 0x800 & ~127, 0, 2)
-struct.pack_into("<QQQ", sb, 128, 2048, 0x800, 8)
-struct.pack_into("<QQQ", sb, 192, 1700000100, 17, 2**64 - 1)
-struct.pack_into("<IHH", sb, 220, 2, 0, 1)
-s = sum(struct.unpack_from("<65I", sb, 0)); s = (s & 0xffffffff) + (s >> 32)
-struct.pack_into("<I", sb, 216, s & 0xffffffff)
-open(sys.argv[1], "wb").write(bytes(4096) + sb)
+for name, level, chunk in (("member12", 1, 0), ("raid0-member12", 0, 128)):
+    sb = bytearray(4096)
+    struct.pack_into("<IIII", sb, 0, 0xa92b4efc, 1, 0, 0)
+    sb[16:32] = bytes(range(16, 32)); sb[32:44] = b"lifeboat:md0"
+    struct.pack_into("<QiIQII", sb, 64, 1700000000, level, 0, 0x800 & ~127, chunk, 2)
+    struct.pack_into("<QQQ", sb, 128, 2048, 0x800, 8)
+    struct.pack_into("<QQQ", sb, 192, 1700000100, 17, 2**64 - 1)
+    struct.pack_into("<IHH", sb, 220, 2, 0, 1)
+    s = sum(struct.unpack_from("<65I", sb, 0)); s = (s & 0xffffffff) + (s >> 32)
+    struct.pack_into("<I", sb, 216, s & 0xffffffff)
+    open(sys.argv[1] + "/" + name, "wb").write(bytes(4096) + sb)
 PY
     ;;
 dhcp)
