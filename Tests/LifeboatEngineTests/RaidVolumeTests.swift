@@ -202,17 +202,27 @@ final class RaidVolumeTests: EngineTestCase {
     }
 
     func testMDRaid0AndLinearArraysSavedAsOneVolumeAndAssembledAfterRestore() throws {
+        try mdRoundTrip(raid0Metadata: "1.2", linearMetadata: "1.0")
+    }
+
+    /// 1.1: superblock at 0; 0.90: data from offset 0 and the superblock in the last 64 KiB
+    /// (mdadm 4.2 refuses 0.90 for RAID0: "0.90 metadata does not support layouts").
+    func testMDVersion11Raid0AndVersion090LinearArrays() throws {
+        try mdRoundTrip(raid0Metadata: "1.1", linearMetadata: "0.90")
+    }
+
+    func mdRoundTrip(raid0Metadata: String, linearMetadata: String) throws {
         let source = path("md.img")
         let member: UInt64 = 48 * MiB
         try poisonFill(source, size: 4 * member + 2 * MiB)
         try shOK("printf 'label: dos\\n2048,98304,fd\\n,98304,fd\\n,98304,fd\\n,98304,fd\\n' | sfdisk -q \(q(source))")
         let members = (0 ..< 4).map { Extent(start: MiB + UInt64($0) * member, length: member) }
         let c0 = try makeContent("content-stripe", seed: 1), c1 = try makeContent("content-concat", seed: 2)
-        // RAID0 with 1.2 superblocks (data from 1 MiB); linear with 1.0 (data from offset 0,
-        // so the first member looks like a too-big ext4 by itself).
+        // With 0.90 and 1.0 the data starts at offset 0, so the first member looks like a
+        // too-big ext4 by itself.
         let made = try uml("""
-            mdadm --create /dev/md0 --run --level=0 --raid-devices=2 --metadata=1.2 --chunk=64 --name=stripe /dev/ubda1 /dev/ubda2
-            mdadm --create /dev/md1 --run --level=linear --raid-devices=2 --metadata=1.0 --name=concat /dev/ubda3 /dev/ubda4
+            mdadm --create /dev/md0 --run --level=0 --raid-devices=2 --metadata=\(raid0Metadata) --chunk=64 --name=stripe /dev/ubda1 /dev/ubda2
+            mdadm --create /dev/md1 --run --level=linear --raid-devices=2 --metadata=\(linearMetadata) --name=concat /dev/ubda3 /dev/ubda4
             \(fill("/dev/md0", label: "stripe", content: c0))
             \(fill("/dev/md1", label: "concat", content: c1))
             \(listing("/dev/md0", path("before-md0.list")))
@@ -236,10 +246,12 @@ final class RaidVolumeTests: EngineTestCase {
                        "\(plan.partitions.map(\.warnings)) \(plan.volumes.map(\.warnings))")
         XCTAssertEqual(plan.partitions.map { $0.failure }, [nil, nil, nil, nil])
         XCTAssertEqual(plan.volumes.count, 2, "one volume per array: \(plan.volumes.map(\.name))")
-        let stripe = try XCTUnwrap(plan.volumes.first { $0.name.hasSuffix(":stripe") }, "\(plan.volumes.map(\.name))")
-        let concat = try XCTUnwrap(plan.volumes.first { $0.name.hasSuffix(":concat") }, "\(plan.volumes.map(\.name))")
-        XCTAssertEqual(stripe.type, "md:raid0 1.2")
-        XCTAssertEqual(concat.type, "md:linear 1.0")
+        let stripe = try XCTUnwrap(plan.volumes.first { $0.type.hasPrefix("md:raid0") }, "\(plan.volumes.map(\.type))")
+        let concat = try XCTUnwrap(plan.volumes.first { $0.type.hasPrefix("md:linear") }, "\(plan.volumes.map(\.type))")
+        XCTAssertEqual(stripe.type, "md:raid0 \(raid0Metadata)")
+        XCTAssertEqual(concat.type, "md:linear \(linearMetadata)")
+        if raid0Metadata != "0.90" { XCTAssertTrue(stripe.name.hasSuffix(":stripe"), stripe.name) }
+        if linearMetadata != "0.90" { XCTAssertTrue(concat.name.hasSuffix(":concat"), concat.name) }
         XCTAssertEqual([stripe.size, concat.size], sizes, "the array sizes the kernel assembled")
         XCTAssertEqual([stripe.method, concat.method], ["used-blocks", "used-blocks"], "\(stripe.warnings) \(concat.warnings)")
         XCTAssertEqual([stripe.filesystem?.label, concat.filesystem?.label], ["stripe", "concat"])
