@@ -41,8 +41,8 @@ xfs)
     mkfs.xfs -q -f "$(img xfs 300M)" >/dev/null 2>&1
     ;;
 lvm2|lvmtext)
-    # Real PVs from the LVM2 tools, activation off (no device-mapper needed): a linear and a
-    # 2-stripe LV.
+    # Real PVs from the LVM2 tools, activation off (no device-mapper needed): a linear, a
+    # 2-stripe and a raid0 LV (raid1 and mirror need dm to create: RaidVolumeTests uses UML).
     export LVM_SUPPRESS_FD_WARNINGS=1
     cfg='global{activation=0} backup{backup=0 archive=0}'
     a=$(img pv0 16M) b=$(img pv1 16M)
@@ -51,6 +51,7 @@ lvm2|lvmtext)
     { pvcreate -q --config "$cfg" "$la" "$lb" && vgcreate -q --config "$cfg" "$vg" "$la" "$lb" &&
       lvcreate -q --config "$cfg" -Zn -an -L 4M -n lin "$vg" &&
       lvcreate -q --config "$cfg" -Zn -an -L 8M -i2 -I64 -n str "$vg" &&
+      lvcreate -q --config "$cfg" -Zn -an --type raid0 -L 8M -i2 -I64 -n r0 "$vg" &&
       vgcfgbackup -q --config "$cfg" -f "$dir/vg.txt" "$vg"; } >/dev/null 2>&1 || true
     losetup -d "$la" "$lb"
     for f in "$a" "$b"; do head -c 1M "$f" > "$f.head" && mv "$f.head" "$f"; done
