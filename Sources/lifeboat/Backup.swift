@@ -40,7 +40,7 @@ struct Backup: ParsableCommand {
         var bytes_new: UInt64
         var seconds: Double
         var partitions: [PartitionReport]
-        /// Logical volumes and md arrays, with inspect's fields (docs/cli.md).
+        /// Logical volumes and md arrays, with inspect's fields (README, "backup").
         var volumes: [VolumeReport]
         var warnings: [String]
     }

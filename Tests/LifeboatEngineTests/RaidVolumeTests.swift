@@ -198,7 +198,7 @@ final class RaidVolumeTests: EngineTestCase {
             assertListing(path("before-\(name).list"), path("after-\(name).list"), "LV \(name)")
         }
         for leg in legs { XCTAssertTrue(out.contains("FSCK-OK-\(leg)\n"), "e2fsck of leg \(leg) in UML: \(out)") }
-        print("RaidVolumeTests: UML runs took \(umlSeconds.map { String(format: "%.1f", $0) }) s; \(saved) bytes saved of \(2 * pvSize) of PVs")
+        print("RaidVolumeTests: UML runs took \(umlSeconds.map { String(format: "%.1f", $0) }) s; \(saved) bytes saved of \(2 * pvSize) of PVs, \(obj["bytes_new"] ?? "?") new in the store (legs dedupe)")
     }
 
     func testMDRaid0AndLinearArraysSavedAsOneVolumeAndAssembledAfterRestore() throws {
