@@ -260,6 +260,18 @@ final class RaidVolumeTests: EngineTestCase {
         let saved = plan.partitions.map { $0.extents.totalLength }.reduce(0, +)
         XCTAssertLessThan(saved, 4 * member / 2, "arrays saved by used blocks, not whole members")
 
+        // A member missing (on another disk, or wiped): the other one is saved raw, whole,
+        // with a warning naming why; the intact linear array is still saved by used blocks.
+        let lonely = path("lonely.img")
+        try shOK("cp \(q(source)) \(q(lonely)) && dd if=/dev/zero of=\(q(lonely)) bs=1M seek=\(members[1].start / MiB) count=\(member / MiB) conv=notrunc status=none")
+        let lp = try self.plan(lonely)
+        XCTAssertEqual(lp.partitions.map(\.method), ["raw", "raw", "md-linear", "md-linear"])
+        XCTAssertEqual(lp.partitions[0].extents, [members[0]])
+        XCTAssertNil(lp.partitions[0].failure)
+        XCTAssertTrue(lp.partitions[0].warnings.contains { $0.contains("1 members here, the array has 2") && $0.contains("saved raw (every byte)") },
+                      "\(lp.partitions[0].warnings)")
+        try shOK("rm -f \(q(lonely))")
+
         let store = try Store(path: path("store"), create: true)
         let result = try backup(source, store: store)
         XCTAssertEqual(result.volumes.map(\.name).sorted(), [concat.name, stripe.name].sorted())
