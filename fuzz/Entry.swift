@@ -20,7 +20,7 @@ let targets: [String: (MemorySource) -> Void] = [
     "lvm2": { fuzzLVM2($0) },
     "lvmtext": { fuzzLVMText($0) },
     "ldm": { fuzzLDM($0) },
-    "md": { _ = try? MD.read(PaddedSource(input: $0, size: max($0.size, 16 << 20))) },
+    "md": { fuzzMD($0) },
     "dhcp": { fuzzDatagram($0) { if let m = try? DHCPMessage.parse($0) { _ = (m.isIPXE, m.clientArchitecture, m.serialize()) } } },
     "tftp": { fuzzDatagram($0) { if let p = try? TFTPPacket.parse($0) { _ = p.serialize() } } },
     "multicast": { fuzzDatagram($0) { fuzzMulticast($0) } },
@@ -68,6 +68,22 @@ func fuzzLDM(_ input: MemorySource) {
             _ = try? map.physical(Extent(start: map.size / 3, length: min(map.size / 2, 1 << 20)))
         }
     }
+}
+
+/// A member superblock, then the array it would make with a partner in the other slot(s),
+/// assembled and read through `MD.arrayMap` (RAID0/linear).
+func fuzzMD(_ input: MemorySource) {
+    let source = PaddedSource(input: input, size: max(input.size, 16 << 20))
+    guard let sb = try? MD.read(source) else { return }
+    let members = (0 ..< Int(min(sb.raidDisks, 8))).map { slot -> MD.Superblock in
+        var m = sb
+        m.role = slot
+        return m
+    }
+    guard let map = try? MD.arrayMap(members),
+          let array = try? LogicalVolumeSource(map: map, pvs: members.map { _ in source }) else { return }
+    _ = try? array.read(at: 0, count: Int(min(map.size, 4096)))
+    _ = try? map.physical(Extent(start: map.size / 2, length: min(map.size / 2, 1 << 20)))
 }
 
 /// Wire formats: the whole input is one datagram (at most 64 KiB, as UDP allows).

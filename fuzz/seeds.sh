@@ -41,8 +41,8 @@ xfs)
     mkfs.xfs -q -f "$(img xfs 300M)" >/dev/null 2>&1
     ;;
 lvm2|lvmtext)
-    # Real PVs from the LVM2 tools, activation off (no device-mapper needed): a linear and a
-    # 2-stripe LV.
+    # Real PVs from the LVM2 tools, activation off (no device-mapper needed): a linear, a
+    # 2-stripe and a raid0 LV (raid1 and mirror need dm to create: RaidVolumeTests uses UML).
     export LVM_SUPPRESS_FD_WARNINGS=1
     cfg='global{activation=0} backup{backup=0 archive=0}'
     a=$(img pv0 16M) b=$(img pv1 16M)
@@ -51,6 +51,7 @@ lvm2|lvmtext)
     { pvcreate -q --config "$cfg" "$la" "$lb" && vgcreate -q --config "$cfg" "$vg" "$la" "$lb" &&
       lvcreate -q --config "$cfg" -Zn -an -L 4M -n lin "$vg" &&
       lvcreate -q --config "$cfg" -Zn -an -L 8M -i2 -I64 -n str "$vg" &&
+      lvcreate -q --config "$cfg" -Zn -an --type raid0 -L 8M -i2 -I64 -n r0 "$vg" &&
       vgcfgbackup -q --config "$cfg" -f "$dir/vg.txt" "$vg"; } >/dev/null 2>&1 || true
     losetup -d "$la" "$lb"
     for f in "$a" "$b"; do head -c 1M "$f" > "$f.head" && mv "$f.head" "$f"; done
@@ -59,19 +60,21 @@ lvm2|lvmtext)
     ;;
 md)
     # No md driver here: mdadm cannot create arrays, so the seed is a 1.2 RAID1 member
-    # written from docs/formats/md.md (mdadm --examine accepts it).
-    python3 - "$dir/member12" <<'PY'
+    # written from docs/formats/md.md (mdadm --examine accepts it), and a RAID0 member
+    # (64 KiB chunks) so mutations reach MD.arrayMap without having to fix the checksum.
+    python3 - "$dir" <<'PY'
 import struct, sys
-sb = bytearray(4096)
-struct.pack_into("<IIII", sb, 0, 0xa92b4efc, 1, 0, 0)
-sb[16:32] = bytes(range(16, 32)); sb[32:44] = b"lifeboat:md0"
-struct.pack_into("<QiIQII", sb, 64, 1700000000, 1, 0, 0x800 & ~127, 0, 2)
-struct.pack_into("<QQQ", sb, 128, 2048, 0x800, 8)
-struct.pack_into("<QQQ", sb, 192, 1700000100, 17, 2**64 - 1)
-struct.pack_into("<IHH", sb, 220, 2, 0, 1)
-s = sum(struct.unpack_from("<65I", sb, 0)); s = (s & 0xffffffff) + (s >> 32)
-struct.pack_into("<I", sb, 216, s & 0xffffffff)
-open(sys.argv[1], "wb").write(bytes(4096) + sb)
+for name, level, chunk in (("member12", 1, 0), ("raid0-member12", 0, 128)):
+    sb = bytearray(4096)
+    struct.pack_into("<IIII", sb, 0, 0xa92b4efc, 1, 0, 0)
+    sb[16:32] = bytes(range(16, 32)); sb[32:44] = b"lifeboat:md0"
+    struct.pack_into("<QiIQII", sb, 64, 1700000000, level, 0, 0x800 & ~127, chunk, 2)
+    struct.pack_into("<QQQ", sb, 128, 2048, 0x800, 8)
+    struct.pack_into("<QQQ", sb, 192, 1700000100, 17, 2**64 - 1)
+    struct.pack_into("<IHH", sb, 220, 2, 0, 1)
+    s = sum(struct.unpack_from("<65I", sb, 0)); s = (s & 0xffffffff) + (s >> 32)
+    struct.pack_into("<I", sb, 216, s & 0xffffffff)
+    open(sys.argv[1] + "/" + name, "wb").write(bytes(4096) + sb)
 PY
     ;;
 dhcp)

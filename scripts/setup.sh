@@ -16,7 +16,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 # with GRUB for BIOS and UEFI, xorriso, mtools (mtools above). Volume managers: lvm2
 # (pvcreate… with activation off build LVM fixtures; pvs/vgs/lvs judge restores) and mdadm
 # (--examine judges md superblocks; it reads member files without the md driver), ldmtool
-# (scan/show judge Windows dynamic-disk databases; they need no device-mapper).
+# (scan/show judge Windows dynamic-disk databases; they need no device-mapper); raid1,
+# raid0 and mirror LVs and md arrays are created and re-assembled inside user-mode-linux,
+# whose kernel has dm-raid, dm-mirror and md as modules (modprobe from kmod loads them).
 # Multicast: nftables (random loss in the tests and bench), udpcast (the bench's yardstick).
 for p in libzstd-dev pkg-config zstd e2fsprogs fdisk gdisk util-linux mount partclone openssl \
          dosfstools mtools exfatprogs ntfs-3g xfsprogs btrfs-progs reiserfsprogs jfsutils user-mode-linux \

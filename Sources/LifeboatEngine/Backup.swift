@@ -26,6 +26,8 @@ public struct BackupResult: Sendable {
     public var bytesRead: UInt64
     public var bytesNew: UInt64
     public var seconds: Double
+    /// The logical volumes and md arrays saved inside the partitions (issue #8).
+    public var volumes: [VolumePlan] = []
 }
 
 public struct EngineError: Error, CustomStringConvertible, Sendable {
@@ -89,7 +91,7 @@ public enum BackupEngine {
         var committed = manifest
         committed.id = id
         return BackupResult(imageID: id, manifest: committed, bytesRead: progress.done,
-                            bytesNew: sink.bytesWritten, seconds: progress.elapsed)
+                            bytesNew: sink.bytesWritten, seconds: progress.elapsed, volumes: plan.volumes)
     }
 
     enum Batch {

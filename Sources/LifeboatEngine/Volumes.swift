@@ -174,7 +174,9 @@ enum VolumeAnalyzer {
             }
             plan.extents = disk.coalesced()
             plan.usedBytes = used.totalLength
-            volumes.append(plan)
+            // Hidden sub-LVs (raid1's `_rmeta_N`, mirror logs) are saved but not listed:
+            // `volumes` is what a user sees in `lvs` without -a.
+            if lv.visible { volumes.append(plan) }
         }
         return (volumes, pvExtents.map { exts in exts.coalesced() }.enumerated().map { k, exts in
             exts.map { Extent(start: $0.start + partitions[members[k].index].entry.start, length: $0.length) }
@@ -188,20 +190,29 @@ enum VolumeAnalyzer {
     static func planMD(device: FileDevice, partitions: inout [PartitionPlan], forceRaw: Set<Int>,
                        members: inout Set<Int>) -> [VolumePlan] {
         var volumes: [VolumePlan] = []
-        for (i, p) in partitions.enumerated() where p.failure == nil && !forceRaw.contains(p.entry.number)
-            && !members.contains(i) {
+        var striped: [(index: Int, slice: SliceSource, sb: MD.Superblock)] = []
+        for (i, p) in partitions.enumerated() where !forceRaw.contains(p.entry.number) && !members.contains(i) {
             guard let slice = try? SliceSource(device, start: p.entry.start, size: p.entry.size) else { continue }
             let sb: MD.Superblock
             do {
                 guard let found = try MD.read(slice) else { continue }
                 sb = found
             } catch {
-                if p.filesystem == nil {
+                if p.filesystem == nil && p.failure == nil {
                     partitions[i].warnings.append("partition \(p.entry.number): md superblock unusable (\(error)); saved raw (every byte)")
                 }
                 continue
             }
+            // A failed partition may be member 0 of a RAID0/linear array whose filesystem
+            // looked too big for it; anything else failed stays failed.
+            if p.failure != nil && sb.level != 0 && sb.level != -1 { continue }
             members.insert(i)
+            if sb.level == 0 || sb.level == -1 {
+                // Member 0 of a 0.90/1.0 array shows the array's filesystem at its offset 0:
+                // that filesystem belongs to the assembled array, not to the partition.
+                striped.append((i, slice, sb))
+                continue
+            }
             let n = p.entry.number
             // Everything of the member outside the array's data: superblock, bitmap, bad-block log.
             let dataEnd = sb.dataOffset + sb.dataSize // MD.parse checked it lies inside the member
@@ -248,7 +259,94 @@ enum VolumeAnalyzer {
                 plan.warnings.append("\(plan.name) (\(info.type)): \(error); saved raw")
             }
         }
+        return volumes + planStripedMD(striped, partitions: &partitions, firstNumber: volumes.count + 1)
+    }
+
+    /// RAID0 and linear arrays (docs/formats/md.md): assembled through `MD.arrayMap` and saved
+    /// as ONE volume, its filesystem by used blocks, each member's share of those blocks in its
+    /// partition's extents with the member's own metadata (superblock, bitmap) raw. An array
+    /// with members elsewhere, several zones or no known filesystem keeps its members raw.
+    static func planStripedMD(_ found: [(index: Int, slice: SliceSource, sb: MD.Superblock)],
+                              partitions: inout [PartitionPlan], firstNumber: Int) -> [VolumePlan] {
+        var volumes: [VolumePlan] = []
+        for uuid in Array(Set(found.map { formatUUID($0.sb.arrayUUID) })).sorted() {
+            let members = found.filter { formatUUID($0.sb.arrayUUID) == uuid }
+                .sorted { ($0.sb.role ?? Int.max, $0.index) < ($1.sb.role ?? Int.max, $1.index) }
+            let sb = members[0].sb
+            let numbers = members.map { partitions[$0.index].entry.number }
+            let name = "md:" + (sb.name.isEmpty ? uuid : sb.name)
+            var plan = VolumePlan(number: firstNumber + volumes.count, name: name, uuid: uuid, container: numbers[0],
+                                  start: partitions[members[0].index].entry.start + sb.dataOffset, size: 0,
+                                  type: "md:\(sb.levelName) \(sb.version.rawValue)", filesystem: nil, method: "raw",
+                                  extents: [], warnings: [])
+            func raw(_ why: String) {
+                let warning = "\(name): \(why); members (partitions \(numbers.map(String.init).joined(separator: ", "))) saved raw (every byte)"
+                plan.warnings.append(warning)
+                for m in members {
+                    let p = partitions[m.index]
+                    partitions[m.index].warnings.append(warning)
+                    partitions[m.index].filesystem = nil
+                    partitions[m.index].method = "raw"
+                    partitions[m.index].failure = nil
+                    partitions[m.index].extents = p.entry.size > 0 ? [Extent(start: p.entry.start, length: p.entry.size)] : []
+                }
+                volumes.append(plan)
+            }
+            let map: VolumeMap
+            do { map = try MD.arrayMap(members.map(\.sb)) } catch { raw("\(error)"); continue }
+            plan.size = map.size
+            let array: LogicalVolumeSource
+            do { array = try LogicalVolumeSource(map: map, pvs: members.map { $0.slice }) } catch { raw("\(error)"); continue }
+            guard let (module, info) = Filesystems.detect(array) else { raw("no known filesystem on the array"); continue }
+            plan.filesystem = info
+            plan.warnings += info.warnings.map { "\(name) (\(info.type)): \($0)" }
+            let used: [Extent]
+            do {
+                guard info.refusal == nil else { throw FormatError(.unsupported, info.refusal!) }
+                used = try module.usedExtents(array)
+                let slack = info.usedBytesClaimed / 100 + UInt64(16 * info.blockSize)
+                guard used.totalLength + slack >= info.usedBytesClaimed else {
+                    throw FormatError(.badValue, "the allocation map gives \(used.totalLength) used bytes, the filesystem claims \(info.usedBytesClaimed)")
+                }
+            } catch { raw("\(info.type): \(error)"); continue }
+            var perMember: [[Extent]] = Array(repeating: [], count: members.count)
+            for (k, m) in members.enumerated() {
+                let size = m.slice.size
+                // What the array uses of this member (rounded to chunks); the rest (superblock,
+                // bitmap, bad-block log, the rounding) is the member's own metadata: raw.
+                let usedEnd = min(size, m.sb.dataOffset + usedOf(map, member: k))
+                perMember[k] = [Extent(start: 0, length: m.sb.dataOffset), Extent(start: usedEnd, length: size - usedEnd)]
+                    .filter { $0.length > 0 }
+            }
+            do {
+                for (pv, x) in try used.flatMap({ try map.physical($0) }) { perMember[pv].append(x) }
+            } catch { raw("\(error)"); continue }
+            var disk: [Extent] = []
+            for (k, m) in members.enumerated() {
+                let start = partitions[m.index].entry.start
+                let exts = perMember[k].coalesced().map { Extent(start: $0.start + start, length: $0.length) }
+                partitions[m.index].extents = exts
+                partitions[m.index].filesystem = nil
+                partitions[m.index].failure = nil
+                partitions[m.index].method = "md-\(sb.levelName)"
+                // What the partition's own analysis said was about the array's bytes seen
+                // through one member (no filesystem, or one too big for the partition).
+                partitions[m.index].warnings = []
+                disk += exts
+            }
+            plan.extents = disk.coalesced()
+            plan.usedBytes = used.totalLength
+            plan.method = "used-blocks"
+            volumes.append(plan)
+        }
         return volumes
+    }
+
+    /// Bytes of member `k` (from its data offset) that `map` covers.
+    static func usedOf(_ map: VolumeMap, member k: Int) -> UInt64 {
+        map.pieces.reduce(0) { sum, p in
+            sum + p.runs.filter { $0.pv == k }.reduce(0) { s, _ in s + p.length / UInt64(p.runs.count) }
+        }
     }
 
     static func formatUUID(_ b: [UInt8]) -> String {

@@ -184,7 +184,9 @@ public struct VolumeGroup: Equatable, Sendable {
             }
             kind = .mirrored(images: stride(from: 1, to: names.count, by: 2).map { StripeArea(pv: names[$0], firstExtent: 0) })
         case "raid0", "raid0_meta":
-            let names = s.strings("raids")
+            // lvcreate writes raid0's images as `raid0_lvs` (lib/raid/raid.c exports
+            // "raid0_lv" + "s"), raid0_meta's (meta, image) pairs as `raids`.
+            let names = type == "raid0" && !s.strings("raid0_lvs").isEmpty ? s.strings("raid0_lvs") : s.strings("raids")
             let images = type == "raid0" ? names : stride(from: 1, to: names.count, by: 2).map { names[$0] }
             guard !images.isEmpty, images.count <= maxStripes, type == "raid0" || names.count % 2 == 0 else {
                 throw FormatError(.badValue, "\(what): \(type) lists no images")

@@ -22,6 +22,9 @@ public enum MD {
         /// This member's slot (nil: spare or faulty).
         public var role: Int?
         public var events: UInt64
+        /// Bytes from `dataOffset` that the kernel gives RAID0/linear on this member: 1.x
+        /// `data_size`; 0.90 everything before the superblock (md.c, super_*_load).
+        public var memberBytes: UInt64 = 0
 
         public var levelName: String {
             switch level {
@@ -109,7 +112,8 @@ public enum MD {
         return Superblock(version: version, offset: offset, length: length, arrayUUID: r.slice(16, 16)!,
                           name: String(decoding: nameBytes, as: UTF8.self), level: level, raidDisks: r.u32(92)!,
                           dataOffset: dataOffset, dataSize: used, chunkBytes: UInt64(r.u32(88)!) * 512,
-                          role: role, events: r.u64(200)!)
+                          role: role, events: r.u64(200)!,
+                          memberBytes: min(try Checked.mul(r.u64(136)!, 512), memberSize - dataOffset))
     }
 
     static func parse090(_ r: ByteReader, offset: UInt64, memberSize: UInt64) throws -> Superblock {
@@ -135,6 +139,57 @@ public enum MD {
         let events = UInt64(r.u32(160)!) << 32 | UInt64(r.u32(156)!)
         return Superblock(version: .v090, offset: offset, length: 4096, arrayUUID: uuid, name: "", level: level,
                           raidDisks: r.u32(40)!, dataOffset: 0, dataSize: used, chunkBytes: UInt64(r.u32(260)!),
-                          role: role, events: events)
+                          role: role, events: events, memberBytes: offset)
+    }
+
+    /// The assembled address space of a RAID0 or linear array, over `members` (any order;
+    /// `VolumeMap.Run.pv` is an index into it). RAID0 whose members differ in size has
+    /// several zones, which are not mapped (an error, so the caller saves the members raw).
+    public static func arrayMap(_ members: [Superblock]) throws -> VolumeMap {
+        guard let first = members.first else { throw FormatError(.badValue, "md array without members") }
+        guard first.level == 0 || first.level == -1 else {
+            throw FormatError(.unsupported, "md \(first.levelName) is not assembled by Lifeboat")
+        }
+        guard members.allSatisfy({ $0.arrayUUID == first.arrayUUID && $0.level == first.level }) else {
+            throw FormatError(.badValue, "md members of different arrays")
+        }
+        let n = Int(first.raidDisks)
+        guard n >= 1, n <= 256, members.count == n else {
+            throw FormatError(.unsupported, "md \(first.levelName): \(members.count) members here, the array has \(first.raidDisks)")
+        }
+        var bySlot = [Int?](repeating: nil, count: n)
+        for (i, m) in members.enumerated() {
+            guard let role = m.role, role < n, bySlot[role] == nil else {
+                throw FormatError(.badValue, "md \(first.levelName): member \(i) has no free slot (\(m.role.map(String.init) ?? "spare"))")
+            }
+            bySlot[role] = i
+        }
+        let slots = bySlot.map { $0! }
+        let chunk = first.chunkBytes
+        // md rounds each member down to whole chunks (raid0.c create_strip_zones, linear.c).
+        func usable(_ m: Superblock) -> UInt64 { chunk > 0 ? m.memberBytes / chunk * chunk : m.memberBytes }
+        if first.level == 0 {
+            guard chunk >= 4096, chunk % 4096 == 0 else {
+                throw FormatError(.badValue, "md raid0: chunk of \(chunk) bytes")
+            }
+            let per = usable(members[slots[0]])
+            guard per > 0, slots.allSatisfy({ usable(members[$0]) == per }) else {
+                throw FormatError(.unsupported, "md raid0 with members of different sizes (several zones)")
+            }
+            let total = try Checked.mul(per, UInt64(n))
+            let piece = try VolumeMap.Piece(lvStart: 0, length: total, chunk: chunk,
+                                            runs: slots.map { VolumeMap.Run(pv: $0, offset: members[$0].dataOffset) })
+            return VolumeMap(size: total, pieces: [piece])
+        }
+        var pieces: [VolumeMap.Piece] = []
+        var pos: UInt64 = 0
+        for i in slots where usable(members[i]) > 0 {
+            let len = usable(members[i])
+            pieces.append(try VolumeMap.Piece(lvStart: pos, length: len, chunk: len,
+                                              runs: [VolumeMap.Run(pv: i, offset: members[i].dataOffset)]))
+            pos = try Checked.add(pos, len)
+        }
+        guard pos > 0 else { throw FormatError(.badValue, "md linear array of 0 bytes") }
+        return VolumeMap(size: pos, pieces: pieces)
     }
 }

@@ -40,6 +40,8 @@ struct Backup: ParsableCommand {
         var bytes_new: UInt64
         var seconds: Double
         var partitions: [PartitionReport]
+        /// Logical volumes and md arrays, with inspect's fields (README, "backup").
+        var volumes: [VolumeReport]
         var warnings: [String]
     }
 
@@ -54,11 +56,12 @@ struct Backup: ParsableCommand {
             return try BackupEngine.run(device: device, store: store, options: options)
         }
         let m = result.manifest
-        let warnings = m.warnings + m.partitions.flatMap(\.warnings)
+        let warnings = m.warnings + m.partitions.flatMap(\.warnings) + result.volumes.flatMap(\.warnings)
         if json {
             try printJSON(Output(id: result.imageID, bytes_read: result.bytesRead, bytes_new: result.bytesNew,
                                  seconds: (result.seconds * 1000).rounded() / 1000,
-                                 partitions: m.partitions.map(PartitionReport.init), warnings: warnings))
+                                 partitions: m.partitions.map(PartitionReport.init),
+                                 volumes: result.volumes.map(VolumeReport.init), warnings: warnings))
             return
         }
         for w in warnings { writeStderr("warning: \(w)\n") }

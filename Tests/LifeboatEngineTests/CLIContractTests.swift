@@ -110,6 +110,7 @@ final class CLIContractTests: EngineTestCase {
         let parts = obj["partitions"] as! [[String: Any]]
         XCTAssertEqual(parts.map { ($0["number"] as! NSNumber).intValue }, [1])
         XCTAssertEqual(parts[0]["label"] as? String, "small")
+        XCTAssertEqual((obj["volumes"] as? [Any])?.count, 0, "`volumes` is always present: \(r.out)")
 
         let plain = lifeboat("backup", disk, "--store", store, "--name", "plain-two")
         XCTAssertEqual(plain.status, 0, plain.err)

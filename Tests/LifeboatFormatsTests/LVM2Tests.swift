@@ -257,6 +257,10 @@ final class LVM2Tests: XCTestCase {
         XCTAssertEqual(p.runs.map(\.pv), [0, 1])
         let base: UInt64 = 2048 * 512, extent: UInt64 = 4 << 20
         XCTAssertEqual(p.runs.map(\.offset), [base + 3 * extent, base + 7 * extent])
+        // What lvcreate --type raid0 really writes (LVM 2.03): stripe_count and raid0_lvs.
+        let real = lvs.replacingOccurrences(of: "device_count = 2", with: "stripe_count = 2")
+            .replacingOccurrences(of: "raids = [", with: "raid0_lvs = [")
+        XCTAssertEqual(try VolumeGroup(text: vgText(lvs: real)).map("r0"), try vg.map("r0"))
     }
 
     func testSnapshotNamesItsOriginAndCowStoreAndIsNotMapped() throws {

@@ -174,4 +174,70 @@ final class MDTests: XCTestCase {
         XCTAssertNil(try MD.read(MemorySource([UInt8](repeating: 0, count: 1 << 20))))
         XCTAssertNil(try MD.read(MemorySource([UInt8](repeating: 0xFC, count: 4096))))
     }
+
+    func array(level: Int32, roles: [Int?] = [0, 1], raidDisks: UInt32 = 2, chunk: UInt64 = 64 << 10,
+               sizes: [UInt64] = [31 << 20, 31 << 20]) -> [MD.Superblock] {
+        roles.enumerated().map { i, role in
+            MD.Superblock(version: .v12, offset: 4096, length: 260, arrayUUID: Array(1 ... 16), name: "h:a", level: level,
+                          raidDisks: raidDisks, dataOffset: 1 << 20, dataSize: sizes[i % sizes.count], chunkBytes: chunk,
+                          role: role, events: 3, memberBytes: sizes[i % sizes.count])
+        }
+    }
+
+    func testRaid0AndLinearArraysAssembleInSlotOrder() throws {
+        // RAID0: 64 KiB chunks alternate between slot 0 and slot 1, whatever the member order.
+        let r0 = try MD.arrayMap(array(level: 0, roles: [1, 0]))
+        XCTAssertEqual(r0.size, 62 << 20)
+        let p = try r0.physical(Extent(start: 0, length: 192 << 10)).map { "\($0.pv):\($0.extent.start):\($0.extent.length)" }
+        XCTAssertEqual(p, ["1:\(1 << 20):65536", "0:\(1 << 20):65536", "1:\((1 << 20) + 65536):65536"])
+        // Linear: slot 0 then slot 1, each rounded down to whole chunks.
+        let lin = try MD.arrayMap(array(level: -1, chunk: 0, sizes: [10 << 20, (20 << 20) + 512]))
+        XCTAssertEqual(lin.size, (30 << 20) + 512)
+        XCTAssertEqual(try lin.physical(Extent(start: 10 << 20, length: 4096)).map(\.pv), [1])
+        let rounded = try MD.arrayMap(array(level: -1, chunk: 64 << 10, sizes: [10 << 20, (20 << 20) + 512]))
+        XCTAssertEqual(rounded.size, 30 << 20)
+    }
+
+    func testHostileArraysAreRefusedWithTypedErrors() {
+        let cases: [(String, [MD.Superblock])] = [
+            ("a missing member", Array(array(level: 0).prefix(1))),
+            ("two members in one slot", array(level: 0, roles: [0, 0])),
+            ("a spare", array(level: 0, roles: [0, nil])),
+            ("a slot past raid_disks", array(level: 0, roles: [0, 7])),
+            ("raid1 is not assembled", array(level: 1)),
+            ("no chunk for raid0", array(level: 0, chunk: 0)),
+            ("a 1000-byte chunk", array(level: 0, chunk: 1000)),
+            ("several zones", array(level: 0, sizes: [31 << 20, 30 << 20])),
+            ("absurd raid_disks", array(level: 0, raidDisks: 100_000)),
+            ("empty members", array(level: -1, chunk: 0, sizes: [0])),
+            ("sizes that overflow", array(level: 0, sizes: [(UInt64.max / 2 + (1 << 20)) & ~0xFFFF])),
+            ("sizes that overflow (linear)", array(level: -1, chunk: 0, sizes: [UInt64.max - 4096])),
+            ("nothing", []),
+        ]
+        for (what, members) in cases {
+            XCTAssertThrowsError(try MD.arrayMap(members), what) { XCTAssertTrue($0 is FormatError, "\(what): \($0)") }
+        }
+        var other = array(level: 0)
+        other[1].arrayUUID = Array(repeating: 9, count: 16)
+        XCTAssertThrowsError(try MD.arrayMap(other), "members of two arrays")
+    }
+
+    func testRandomMemberSetsNeverTrap() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0 ..< 5000 {
+            let n = Int.random(in: 0 ... 4, using: &rng)
+            let members = (0 ..< n).map { _ in
+                MD.Superblock(version: .v12, offset: 4096, length: 260, arrayUUID: [UInt8](repeating: 1, count: 16), name: "",
+                              level: [-1, 0, 1, 5][Int.random(in: 0 ... 3, using: &rng)],
+                              raidDisks: UInt32.random(in: 0 ... 5, using: &rng),
+                              dataOffset: [0, 4096, UInt64.max][Int.random(in: 0 ... 2, using: &rng)],
+                              dataSize: 0, chunkBytes: [0, 512, 65536, UInt64.max][Int.random(in: 0 ... 3, using: &rng)],
+                              role: Bool.random(using: &rng) ? Int.random(in: 0 ... 5, using: &rng) : nil, events: 0,
+                              memberBytes: [0, 1 << 20, UInt64.max, UInt64.random(in: 0 ... UInt64.max, using: &rng)][Int.random(in: 0 ... 3, using: &rng)])
+            }
+            if let map = try? MD.arrayMap(members) {
+                _ = try? map.physical(Extent(start: 0, length: min(map.size, 1 << 20)))
+            }
+        }
+    }
 }
