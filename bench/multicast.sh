@@ -124,7 +124,7 @@ theirs() {
     done
     sleep 0.5
     t0=$(date +%s.%N)
-    ip netns exec "$S" udp-sender --file "$disk" --interface mcbr0 --min-receivers $N --nokbd --portbase 9000 \
+    ip netns exec "$S" timeout ${UDPCAST_TIMEOUT:-300} udp-sender --file "$disk" --interface mcbr0 --min-receivers $N --nokbd --portbase 9000 \
         --mcast-data-address $GROUP >/dev/null 2>&1 &
     local sp=$!
     for p in "${rp[@]}"; do wait "$p" || echo "udpcast: a receiver failed or timed out (exit $?)" >&2; done
