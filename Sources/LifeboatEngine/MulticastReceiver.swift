@@ -489,6 +489,7 @@ final class ChunkWorker: @unchecked Sendable {
             if decoded, ChunkID(hashing: raw) == ref.id {
                 do {
                     try raw.withUnsafeBytes { try plan.write($0, to: places) }
+                    plan.startWriteback(places)
                     result.ok = true
                     result.written = places.reduce(0) { $0 + $1.length }
                 } catch {
