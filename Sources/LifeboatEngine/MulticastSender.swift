@@ -273,10 +273,11 @@ public enum MulticastSender {
             while true {
                 let p = machine.pace(next: next, now: now)
                 if p == .open { break }
-                if shutSince == nil {
+                if shutSince == nil { stats.windowWaits += 1 }
+                // The floor's clock starts when the floor does: not a burst after a hold.
+                if shutSince == nil || p == .hold {
                     shutSince = now
                     shutBytes = 0
-                    stats.windowWaits += 1
                 }
                 var wait = 5.0
                 if p == .floor {
