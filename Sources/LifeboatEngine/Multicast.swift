@@ -7,12 +7,14 @@ import LifeboatStore
 /// A session's 32-byte key; signs and checks every packet (HMAC-SHA256, first 16 bytes).
 public struct MulticastKey: Sendable {
     let key: SymmetricKey
+    /// HMAC state after the key's inner and outer blocks: each packet starts from a copy.
+    let keyed: HMAC<SHA256>
 
     public init(hex: String) throws {
         guard hex.count == 64, let bytes = hexBytes(hex) else {
             throw EngineError("a multicast key is 64 hex digits (32 bytes)")
         }
-        key = SymmetricKey(data: bytes)
+        self.init(key: SymmetricKey(data: bytes))
     }
 
     public static func random() -> (key: MulticastKey, hex: String) {
@@ -21,19 +23,36 @@ public struct MulticastKey: Sendable {
         return (MulticastKey(key: k), hex)
     }
 
-    init(key: SymmetricKey) { self.key = key }
+    init(key: SymmetricKey) {
+        self.key = key
+        keyed = HMAC<SHA256>(key: key)
+    }
 
     public func mac(_ data: UnsafeRawBufferPointer) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: data, using: key))
+        var h = keyed
+        h.update(data: data)
+        return Array(h.finalize())
+    }
+
+    /// Writes the 16-byte tag over `data` into `tag` (the sender's per-packet path).
+    func mac(_ data: UnsafeRawBufferPointer, into tag: UnsafeMutableRawBufferPointer) {
+        var h = keyed
+        h.update(data: data)
+        h.finalize().withUnsafeBytes { full in
+            tag.copyMemory(from: UnsafeRawBufferPointer(rebasing: full[0 ..< MulticastLimits.macSize]))
+        }
     }
 
     /// Constant-time comparison of the truncated tag.
     public func verify(_ data: UnsafeRawBufferPointer, _ tag: UnsafeRawBufferPointer) -> Bool {
         guard tag.count == MulticastLimits.macSize else { return false }
-        let full = mac(data)
-        var diff: UInt8 = 0
-        for i in 0 ..< MulticastLimits.macSize { diff |= full[i] ^ tag[i] }
-        return diff == 0
+        var h = keyed
+        h.update(data: data)
+        return h.finalize().withUnsafeBytes { full in
+            var diff: UInt8 = 0
+            for i in 0 ..< MulticastLimits.macSize { diff |= full[i] ^ tag[i] }
+            return diff == 0
+        }
     }
 }
 
@@ -108,6 +127,10 @@ public struct MulticastStats: Codable, Sendable {
     public var seconds = 0.0
     public var receivers = 0
     public var finalRate = 0.0
+    /// Sender: packets held back while the pacing window was shut, and receivers that fell
+    /// more than 4 windows behind and stopped pacing.
+    public var windowWaits = 0
+    public var laggards = 0
     public var state = ""
     public init() {}
 }

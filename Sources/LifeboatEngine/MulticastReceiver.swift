@@ -45,11 +45,18 @@ public final class MulticastReceiver {
         case failed(reason: String)
     }
 
-    struct Partial {
-        var codec: UInt8
+    /// A class, so a piece is copied into its chunk in place (a struct taken out of the
+    /// dictionary copied the whole chunk on every piece).
+    final class Partial {
+        let codec: UInt8
         var stored: [UInt8]
         var have: [Bool]
         var count = 0
+        init(codec: UInt8, stored: Int) {
+            self.codec = codec
+            self.stored = [UInt8](repeating: 0, count: stored)
+            have = [Bool](repeating: false, count: DataHeader.pieceCount(stored: stored))
+        }
     }
 
     public private(set) var state = State.listening
@@ -71,6 +78,12 @@ public final class MulticastReceiver {
     var tableChunks: [ChunkID: [UInt8]] = [:]
     /// Complete chunks handed to the worker: not asked for again while it checks them.
     var inFlight = Set<Int>()
+    /// The sender sequence each in-flight chunk was completed at: `consumed` stays behind it
+    /// until the worker has written the chunk (docs: REPORT's consumed).
+    var inFlightSequence: [Int: UInt32] = [:]
+    /// Newest sender sequence taken off the socket, and `consumed` as last reported.
+    var lastSequence: UInt32 = 0
+    var reportedConsumed: UInt32 = 0
     /// Decode, hash and write run there, so the thread reading the socket keeps up.
     let worker = ChunkWorker()
     var answered: UInt32?
@@ -131,7 +144,13 @@ public final class MulticastReceiver {
                 break loop
             }
             try collectResults()
-            _ = pollReadable([groupSocket.fd], timeoutMilliseconds: 20)
+            reportProgress()
+            if let w = worker.wakeup {
+                _ = pollReadable([groupSocket.fd, w.fd], timeoutMilliseconds: 20)
+                w.drain()
+            } else {
+                _ = pollReadable([groupSocket.fd], timeoutMilliseconds: 20)
+            }
             // A bounded batch: under a steady stream the timers above must still run (a
             // receiver that never sends keep-alives looks dead to the sender).
             var batch = 0
@@ -147,6 +166,7 @@ public final class MulticastReceiver {
                 if case .fallback = state { break }
                 if case .failed = state { break }
             }
+            reportProgress()
         }
         stats.seconds = monotonicSeconds() - start
         stats.state = "\(state)"
@@ -157,6 +177,7 @@ public final class MulticastReceiver {
     func handle(_ p: MulticastPacket, datagram: [UInt8], from address: IPv4Address, port: UInt16) throws {
         if session == nil { session = p.session }
         sender = (address, port)
+        if Int32(bitPattern: p.sequence &- lastSequence) > 0 || lastSequence == 0 { lastSequence = p.sequence }
         lastHeard = monotonicSeconds()
         switch p.body {
         case let .announce(imageID, chunkCount, streaming):
@@ -189,7 +210,7 @@ public final class MulticastReceiver {
                 return
             }
             if p.round != roundSeen { receivedInRound = 0 }
-            sendReports(round: p.round, entries: state == .receiving)
+            sendReports(round: p.round, entries: state == .receiving, answer: true)
             receivedInRound = 0
             roundSeen = p.round &+ 1
         case .report:
@@ -203,13 +224,13 @@ public final class MulticastReceiver {
         var missing = 0.0, total = 0.0
         for (i, c) in table.enumerated() {
             total += Double(c.length)
-            guard !complete[i] else { continue }
+            guard !complete[i], !inFlight.contains(i) else { continue } // in flight: here, being written
             let part = partials[i].map { 1 - Double($0.count) / Double($0.have.count) } ?? 1
             missing += part * Double(c.length)
         }
         let fraction = missing / max(total, 1)
         if dataRounds >= Int(MulticastLimits.fallbackRound), fraction > MulticastLimits.fallbackMissingFraction {
-            return "after \(dataRounds) rounds \(Int(fraction * 100)) % of the image is still missing"
+            return "after \(dataRounds) rounds \(Int(fraction * 100)) % of the image is still missing (\(partials.count) chunks partial, \(inFlight.count) being written)"
         }
         if dataRounds >= MulticastLimits.fallbackRounds {
             return "\(dataRounds) rounds without finishing"
@@ -230,13 +251,13 @@ public final class MulticastReceiver {
             buffered -= p.stored.count
             partials[i] = nil
         }
-        var part: Partial
+        let part: Partial
         if let p = partials[i] {
             part = p
         } else {
             guard buffered + stored <= o.maxBuffer else { return }
-            part = Partial(codec: h.codec, stored: [UInt8](repeating: 0, count: stored),
-                           have: [Bool](repeating: false, count: DataHeader.pieceCount(stored: stored)))
+            part = Partial(codec: h.codec, stored: stored)
+            partials[i] = part
             buffered += stored
         }
         let k = Int(h.piece)
@@ -244,17 +265,17 @@ public final class MulticastReceiver {
             part.have[k] = true
             part.count += 1
             let at = k * MulticastLimits.pieceSize
-            part.stored.replaceSubrange(at ..< at + payload.count, with: payload)
+            part.stored.withUnsafeMutableBytes { dst in
+                payload.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: dst[at ..< at + $0.count]).copyMemory(from: $0) }
+            }
         }
-        guard part.count == part.have.count else {
-            partials[i] = part
-            return
-        }
+        guard part.count == part.have.count else { return }
         partials[i] = nil
         let ref = table[i]
         if let plan, let where_ = places[ref.id] {
             // The common case, off this thread; `buffered` keeps counting it until written.
             inFlight.insert(i)
+            inFlightSequence[i] = lastSequence &- 1
             worker.submit(index: i, stored: part.stored, codec: part.codec, ref: ref, places: where_, plan: plan)
             return
         }
@@ -279,6 +300,7 @@ public final class MulticastReceiver {
     func collectResults() throws {
         for r in worker.take() {
             inFlight.remove(r.index)
+            inFlightSequence[r.index] = nil
             buffered -= r.stored
             if let e = r.error { throw EngineError("writing chunk \(table[r.index].id): \(e)") }
             guard r.ok else { stats.hashMismatches += 1; continue }
@@ -349,6 +371,7 @@ public final class MulticastReceiver {
             watch.attach(progress)
             self.progress = progress
         }
+        o.log?("plan ready after \(stats.packetsReceived) packets")
         for (i, ref) in table.enumerated() {
             if let b = held[ref.id] {
                 try accept(i, b, byMulticast: false)
@@ -382,11 +405,29 @@ public final class MulticastReceiver {
         state = .done
     }
 
+    /// The newest sender sequence up to which every packet got is taken in: the socket's,
+    /// held back by any chunk the worker has not written yet.
+    func consumed() -> UInt32 {
+        var c = lastSequence
+        for s in inFlightSequence.values where Int32(bitPattern: c &- s) > 0 { c = s }
+        return c
+    }
+
+    /// A progress REPORT each `progressEvery` sequence numbers consumed: the sender paces by it.
+    func reportProgress() {
+        guard state == .receiving || state == .listening else { return }
+        if Int32(bitPattern: consumed() &- reportedConsumed) >= Int32(MulticastLimits.progressEvery) {
+            sendReports(round: roundSeen, entries: false)
+        }
+    }
+
     /// A REPORT (or several, with the missing list) to the sender; nothing before the
-    /// sender is known.
-    func sendReports(round: UInt32, entries: Bool) {
+    /// sender is known. `answer`: it answers the ROUND_END of `round`.
+    func sendReports(round: UInt32, entries: Bool, answer: Bool = false) {
         guard let sender, let session else { return }
         lastReport = monotonicSeconds()
+        let consumed = consumed()
+        reportedConsumed = consumed
         let rs: ReceiverState = switch state {
         case .listening: .joining
         case .receiving: .receiving
@@ -420,7 +461,7 @@ public final class MulticastReceiver {
             reportSequence &+= 1
             let p = MulticastPacket(session: session, sequence: reportSequence, round: round,
                                     body: .report(receiver: receiverID, state: rs, chunksComplete: done,
-                                                  received: receivedInRound, missing: part))
+                                                  received: receivedInRound, missing: part, answer: answer, consumed: consumed))
             reportSocket.send(p.serialize(mac: { o.key.mac($0) }), to: sender.address, port: sender.port)
         } while from < missing.count
     }
@@ -443,6 +484,8 @@ final class ChunkWorker: @unchecked Sendable {
     private let zstd = Zstd()
     private let mutex = Mutex()
     private var finished: [Result] = []
+    /// Signalled after each result, so the receiving loop takes it without waiting out its poll.
+    let wakeup = try? Wakeup()
 
     func submit(index: Int, stored: [UInt8], codec: UInt8, ref: ChunkRef, places: [RestorePlan.Place], plan: RestorePlan) {
         queue.async {
@@ -459,6 +502,7 @@ final class ChunkWorker: @unchecked Sendable {
             if decoded, ChunkID(hashing: raw) == ref.id {
                 do {
                     try raw.withUnsafeBytes { try plan.write($0, to: places) }
+                    plan.startWriteback(places)
                     result.ok = true
                     result.written = places.reduce(0) { $0 + $1.length }
                 } catch {
@@ -466,6 +510,7 @@ final class ChunkWorker: @unchecked Sendable {
                 }
             }
             self.mutex.withLock { self.finished.append(result) }
+            self.wakeup?.signal()
         }
     }
 

@@ -32,6 +32,10 @@ struct MulticastSenderMachine {
         var state: ReceiverState
         var answered: UInt32?
         var received: UInt32 = 0
+        /// Newest `consumed` reported (docs: "Pacing by the receivers' progress").
+        var consumed: UInt32?
+        /// Cleared for good once it was seen more than `laggardWindows` windows behind.
+        var paces = true
     }
 
     let chunkCount: Int
@@ -63,13 +67,19 @@ struct MulticastSenderMachine {
         receivers.filter { now - $0.value.lastSeen <= MulticastLimits.receiverLive }
     }
 
+    /// - answer: the REPORT answers the ROUND_END of `round` (a progress or keep-alive one
+    ///   does not); consumed: its `consumed`, 0 for none yet.
     mutating func report(receiver id: UInt64, state rs: ReceiverState, round: UInt32, received: UInt32,
-                         missing: [MissingEntry], now: Double) {
+                         missing: [MissingEntry], answer: Bool = true, consumed: UInt32 = 0, now: Double) {
         lastReport = now
         var r = receivers[id] ?? Receiver(lastSeen: now, state: rs)
         r.lastSeen = now
         r.state = rs
-        if case let .collecting(current, _, _) = state, round == current {
+        if consumed != 0 {
+            // Reports may arrive out of order: keep the newest (modulo 2^32).
+            if let c = r.consumed, Int32(bitPattern: consumed &- c) <= 0 {} else { r.consumed = consumed }
+        }
+        if answer, case let .collecting(current, _, _) = state, round == current {
             r.answered = round
             r.received = received
         }
@@ -86,6 +96,40 @@ struct MulticastSenderMachine {
             need[e.chunk] = n
         }
     }
+
+    enum Pace: Equatable {
+        /// Within the window of every pacing receiver.
+        case open
+        /// Most pacing receivers are a window behind: wait for their progress.
+        case hold
+        /// A minority is a window behind: go on, no faster than the floor rate, so one slow
+        /// PC cannot hold the class (it falls behind, stops pacing, falls back).
+        case floor
+    }
+
+    /// May a DATA packet with sequence `next` go now? Pacing receivers: live, joining or
+    /// receiving, reported a `consumed`. A receiver seen more than `laggardWindows` windows
+    /// behind stops pacing for the rest of the session.
+    mutating func pace(next: UInt32, now: Double) -> Pace {
+        let w = Int64(MulticastLimits.paceWindow)
+        var pacing = 0, behind = 0
+        for (id, r) in receivers where r.paces && !r.state.isFinal && now - r.lastSeen <= MulticastLimits.receiverLive {
+            guard let c = r.consumed else { continue }
+            let lag = Int64(Int32(bitPattern: next &- c))
+            if lag > w * Int64(MulticastLimits.laggardWindows) {
+                receivers[id]!.paces = false
+                laggards += 1
+                continue
+            }
+            pacing += 1
+            if lag > w { behind += 1 }
+        }
+        if behind == 0 { return .open }
+        return behind * 2 > pacing ? .hold : .floor
+    }
+
+    /// Receivers that stopped pacing because they fell too far behind.
+    private(set) var laggards = 0
 
     /// The pieces to send this round, in table order; clears them from `need`.
     mutating func takeRound() -> [(chunk: Int, need: PieceNeed)] {
@@ -194,31 +238,15 @@ public enum MulticastSender {
         let zstd = Zstd(level: 1)
         var cache: (index: Int, codec: UInt8, stored: [UInt8])? = nil
 
-        func send(_ body: MulticastBody, round: UInt32, payload: UnsafeRawBufferPointer? = nil) {
-            sequence &+= 1
-            let p = MulticastPacket(session: o.session, sequence: sequence, round: round, body: body)
-            let bytes = p.serialize(payload: payload, mac: { o.key.mac($0) })
-            // Pace: the token bucket allows 50 ms of credit, no more.
-            let now = monotonicSeconds()
-            nextSend = max(nextSend, now - 0.05) + Double(bytes.count) / machine.rate
-            if nextSend - now > 0.001 { usleep(UInt32((nextSend - now) * 1e6)) }
-            var tries = 0
-            while !socket.send(bytes, to: o.group, port: o.port), tries < 100 {
-                socket.waitWritable(milliseconds: 10)
-                tries += 1
-            }
-            stats.packetsSent += 1
-        }
-
-        func drainReports(round: UInt32) {
+        func drainReports() {
             while let (n, _, _) = buffer.withUnsafeMutableBytes({ socket.receive(into: $0) }) {
                 stats.packetsReceived += 1
                 do {
                     let p = try MulticastPacket.parse(Array(buffer[0 ..< n]), session: o.session, verify: o.key.verify)
-                    if case let .report(id, rs, _, received, missing) = p.body {
+                    if case let .report(id, rs, _, received, missing, answer, consumed) = p.body {
                         let known = machine.receivers[id] != nil
                         machine.report(receiver: id, state: rs, round: p.round, received: received, missing: missing,
-                                       now: monotonicSeconds())
+                                       answer: answer, consumed: consumed, now: monotonicSeconds())
                         if !known { o.log?("receiver \(String(id, radix: 16)) joined") }
                     }
                 } catch {
@@ -227,8 +255,96 @@ public enum MulticastSender {
             }
         }
 
+        var datagram = [UInt8](repeating: 0, count: MulticastLimits.maxDatagram)
+        // While the pacing window is shut: since when, and the bytes sent anyway at the floor.
+        var shutSince: Double? = nil
+        var shutBytes = 0
+
+        /// The token bucket at the current rate (50 ms of credit, no more); for DATA also the
+        /// pacing window, which holds the stream no slower than the floor `minRate`.
+        func pace(bytes: Int, data: Bool) {
+            var now = monotonicSeconds()
+            nextSend = max(nextSend, now - 0.05) + Double(bytes) / machine.rate
+            if nextSend - now > 0.001 {
+                usleep(UInt32((nextSend - now) * 1e6))
+                now = monotonicSeconds()
+            }
+            guard data else { return }
+            let next = sequence &+ 1
+            let laggards = machine.laggards
+            defer {
+                if machine.laggards > laggards { o.log?("a receiver fell more than \(MulticastLimits.laggardWindows) windows behind: it no longer paces the stream") }
+            }
+            while true {
+                let p = machine.pace(next: next, now: now)
+                if p == .open { break }
+                if shutSince == nil { stats.windowWaits += 1 }
+                // The floor's clock starts when the floor does: not a burst after a hold.
+                if shutSince == nil || p == .hold {
+                    shutSince = now
+                    shutBytes = 0
+                }
+                var wait = 5.0
+                if p == .floor {
+                    let due = shutSince! + Double(shutBytes + bytes) / machine.minRate
+                    if now >= due {
+                        shutBytes += bytes // the floor: this one goes anyway
+                        return
+                    }
+                    wait = min(wait, (due - now) * 1000)
+                }
+                _ = pollReadable([socket.fd], timeoutMilliseconds: Int32(max(1, wait.rounded(.up))))
+                drainReports()
+                now = monotonicSeconds()
+            }
+            shutSince = nil
+        }
+
+        func send(_ body: MulticastBody, round: UInt32) {
+            sequence &+= 1
+            let p = MulticastPacket(session: o.session, sequence: sequence, round: round, body: body)
+            let bytes = p.serialize(mac: { o.key.mac($0) })
+            pace(bytes: bytes.count, data: false)
+            var tries = 0
+            while !socket.send(bytes, to: o.group, port: o.port), tries < 100 {
+                socket.waitWritable(milliseconds: 10)
+                tries += 1
+            }
+            stats.packetsSent += 1
+        }
+
+        /// One DATA datagram, written into one reused buffer and signed in place.
+        func sendData(_ header: DataHeader, round: UInt32, payload: UnsafeRawBufferPointer) {
+            let m = MulticastLimits.macSize
+            pace(bytes: MulticastLimits.headerSize + MulticastLimits.dataHeaderSize + payload.count + m, data: true)
+            sequence &+= 1
+            let seq = sequence
+            datagram.withUnsafeMutableBytes { out in
+                let n = MulticastPacket.writeData(into: out, session: o.session, sequence: seq, round: round, header: header, payload: payload)
+                o.key.mac(UnsafeRawBufferPointer(rebasing: out[0 ..< n]), into: UnsafeMutableRawBufferPointer(rebasing: out[n ..< n + m]))
+                let d = UnsafeRawBufferPointer(rebasing: out[0 ..< n + m])
+                var tries = 0
+                while !socket.send(d, to: o.group, port: o.port), tries < 100 {
+                    socket.waitWritable(milliseconds: 10)
+                    tries += 1
+                }
+            }
+            stats.packetsSent += 1
+        }
+
         func storedChunk(_ i: Int) throws -> (codec: UInt8, stored: [UInt8]) {
             if let c = cache, c.index == i { return (c.codec, c.stored) }
+            // A local store's frame goes out as stored: no decode and recompress per chunk
+            // (receivers check every chunk's hash; see `verifyStored` for repeats).
+            if let store = repository as? Store, let s = try? store.readStored(table[i].id), s.rawLength == table[i].length {
+                if s.codec == .zstd, s.bytes.count <= MulticastLimits.maxStoredChunk {
+                    cache = (i, 1, s.bytes)
+                    return (1, s.bytes)
+                } else if s.codec == .none, s.bytes.count == table[i].length {
+                    cache = (i, 0, s.bytes)
+                    return (0, s.bytes)
+                }
+            }
             let raw = try repository.readChunk(table[i], zstd: zstd)
             var codec: UInt8 = 0
             var stored = raw
@@ -240,6 +356,26 @@ public enum MulticastSender {
             return (codec, stored)
         }
 
+        /// A whole chunk asked for again after round 1 may be one that receivers refused (a
+        /// hash mismatch discards the chunk): check the stored bytes once before repeating
+        /// them, so a corrupt store ends the session with its reason instead of 50 rounds.
+        var verified = Set<Int>()
+        func verifyStored(_ i: Int, codec: UInt8, stored: [UInt8]) throws {
+            guard verified.insert(i).inserted else { return }
+            let ref = table[i]
+            var raw = [UInt8](repeating: 0, count: ref.length)
+            do {
+                if codec == 1 {
+                    try stored.withUnsafeBytes { src in try raw.withUnsafeMutableBytes { try zstd.decompress(src, into: $0) } }
+                } else {
+                    raw = stored
+                }
+            } catch {
+                throw EngineError("chunk \(ref.id) is corrupt in the store: \(error)")
+            }
+            guard ChunkID(hashing: raw) == ref.id else { throw EngineError("chunk \(ref.id) is corrupt in the store: its bytes do not hash to its ID") }
+        }
+
         func sendChunk(_ i: Int, codec: UInt8, stored: [UInt8], pieces: [Int], round: UInt32) {
             let ref = table[i]
             for k in pieces {
@@ -248,7 +384,7 @@ public enum MulticastSender {
                 let header = DataHeader(chunk: UInt32(i), codec: codec, piece: UInt16(k), storedLength: UInt32(stored.count),
                                         rawLength: UInt32(ref.length), id: ref.id.bytes)
                 stored.withUnsafeBytes {
-                    send(.data(header, payload: 0 ..< 0), round: round, payload: UnsafeRawBufferPointer(rebasing: $0[at ..< at + len]))
+                    sendData(header, round: round, payload: UnsafeRawBufferPointer(rebasing: $0[at ..< at + len]))
                 }
             }
         }
@@ -266,6 +402,7 @@ public enum MulticastSender {
             stats.state = reason
             stats.receivers = machine.receivers.count
             stats.finalRate = machine.rate
+            stats.laggards = machine.laggards
             stats.seconds = monotonicSeconds() - start
             o.log?("finished: \(reason)")
             return stats
@@ -281,7 +418,7 @@ public enum MulticastSender {
                     lastAnnounce = now
                 }
                 _ = pollReadable([socket.fd], timeoutMilliseconds: 50)
-                drainReports(round: 0)
+                drainReports()
             case let .streaming(r):
                 if !announcedStreaming {
                     announcedStreaming = true
@@ -292,11 +429,12 @@ public enum MulticastSender {
                 if !round.isEmpty { o.log?("round \(r) starts: \(round.count) chunks") }
                 for (i, need) in round {
                     let (codec, stored) = try storedChunk(i)
+                    if r >= 2, need.from == 0 { try verifyStored(i, codec: codec, stored: stored) }
                     for k in need.list(pieceCount: DataHeader.pieceCount(stored: stored.count)) {
                         sendChunk(i, codec: codec, stored: stored, pieces: [k], round: r)
                         pieces += 1
                         if pieces % 32 == 0 {
-                            drainReports(round: r)
+                            drainReports()
                             if monotonicSeconds() - lastAnnounce >= MulticastLimits.announceStreaming {
                                 send(.announce(imageID: imageID, chunkCount: UInt32(table.count), streaming: true), round: r)
                                 lastAnnounce = monotonicSeconds()
@@ -315,9 +453,9 @@ public enum MulticastSender {
                 stats.rounds = Int(r) + 1
                 if pieces > 0 { o.log?("round \(r): \(pieces) pieces at \(Int(machine.rate / 1e6)) MB/s") }
                 machine.roundSent(pieces: pieces, now: monotonicSeconds())
-            case let .collecting(r, _, _):
+            case .collecting:
                 _ = pollReadable([socket.fd], timeoutMilliseconds: 20)
-                drainReports(round: r)
+                drainReports()
             case let .finished(reason):
                 return finish(reason)
             }

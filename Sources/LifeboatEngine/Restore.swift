@@ -188,6 +188,12 @@ public struct RestorePlan: @unchecked Sendable {
         }
     }
 
+    /// Starts the write-back of places already written, so `finish`'s fsync is short (the
+    /// multicast receiver calls it per chunk, overlapping the disk with the network).
+    public func startWriteback(_ places: [Place]) {
+        for p in places { target.startWriteback(at: p.disk, count: Int(p.length)) }
+    }
+
     /// Last: the partition table patches, then fsync.
     public func finish() throws {
         for patch in tablePatches { try target.write(patch.bytes, at: patch.offset) }

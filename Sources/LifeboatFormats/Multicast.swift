@@ -1,4 +1,4 @@
-// Lifeboat multicast packets, wire format version 1 (docs/formats/multicast.md).
+// Lifeboat multicast packets, wire format version 2 (docs/formats/multicast.md).
 // Pure: the MAC is computed and checked through closures, so this layer needs no crypto
 // library and the fuzzer can build it alone.
 
@@ -12,7 +12,7 @@ public enum MulticastLimits {
     public static let maxRawChunk = 16 << 20
     public static let maxStoredChunk = 17 << 20
     public static let maxChunks = 4_194_304
-    public static let reportHeaderSize = 20
+    public static let reportHeaderSize = 24
     public static let maxReportEntries = 176
     public static let maxReportsPerRound = 8
     public static let announceWaiting = 0.25
@@ -29,6 +29,12 @@ public enum MulticastLimits {
     public static let fallbackMissingFraction = 0.10
     public static let fallbackRounds = 20
     public static let maxRounds: UInt32 = 50
+    /// Pacing: DATA never runs more than this many packets ahead of the slowest pacing
+    /// receiver's `consumed`; a receiver more than `laggardWindows` windows behind stops
+    /// pacing; a receiver reports progress each `progressEvery` packets it consumes.
+    public static let paceWindow: UInt32 = 4096
+    public static let laggardWindows: UInt32 = 4
+    public static let progressEvery: UInt32 = 1024
 }
 
 public enum MulticastPacketError: Error, Equatable, Sendable {
@@ -95,12 +101,16 @@ public enum MulticastBody: Equatable, Sendable {
     /// `payload` is the range of the piece's bytes in the parsed datagram (no copy).
     case data(DataHeader, payload: Range<Int>)
     case roundEnd(piecesSent: UInt32, final: Bool)
-    case report(receiver: UInt64, state: ReceiverState, chunksComplete: UInt32, received: UInt32, missing: [MissingEntry])
+    /// `answer`: this REPORT answers the ROUND_END of the header's round (flag bit 0).
+    /// `consumed`: the newest sender sequence up to which the receiver has taken in every
+    /// packet it got (read, and any chunk they completed decoded, checked and written).
+    case report(receiver: UInt64, state: ReceiverState, chunksComplete: UInt32, received: UInt32, missing: [MissingEntry],
+                answer: Bool = false, consumed: UInt32 = 0)
 }
 
 public struct MulticastPacket: Equatable, Sendable {
     public static let magic: [UInt8] = Array("LBMC".utf8)
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
 
     public var session: UInt64
     public var sequence: UInt32
@@ -173,7 +183,7 @@ public struct MulticastPacket: Equatable, Sendable {
         case .report:
             let rh = MulticastLimits.reportHeaderSize
             guard n >= rh else { throw .badBody("report of \(n) bytes") }
-            guard let state = ReceiverState(rawValue: d[b + 8]), d[b + 9] == 0 else { throw .badBody("report state \(d[b + 8])") }
+            guard let state = ReceiverState(rawValue: d[b + 8]), d[b + 9] <= 1 else { throw .badBody("report state \(d[b + 8]) or flags \(d[b + 9])") }
             let count = Int(be16(d, b + 10))
             guard count <= MulticastLimits.maxReportEntries, n == rh + 8 * count else {
                 throw .badBody("report says \(count) entries in \(n) bytes")
@@ -185,7 +195,7 @@ public struct MulticastPacket: Equatable, Sendable {
                 entries.append(MissingEntry(chunk: be32(d, at), firstPiece: be16(d, at + 4), count: be16(d, at + 6)))
             }
             body = .report(receiver: be64(d, b), state: state, chunksComplete: be32(d, b + 12), received: be32(d, b + 16),
-                           missing: entries)
+                           missing: entries, answer: d[b + 9] == 1, consumed: be32(d, b + 20))
         }
         return MulticastPacket(session: sessionID, sequence: be32(d, 16), round: be32(d, 20), body: body)
     }
@@ -218,12 +228,13 @@ public struct MulticastPacket: Equatable, Sendable {
         case let .roundEnd(sent, final):
             put32(&out, sent)
             out += [final ? 1 : 0, 0, 0, 0]
-        case let .report(receiver, state, complete, received, missing):
+        case let .report(receiver, state, complete, received, missing, answer, consumed):
             put64(&out, receiver)
-            out += [state.rawValue, 0]
+            out += [state.rawValue, answer ? 1 : 0]
             put16(&out, UInt16(truncatingIfNeeded: missing.count))
             put32(&out, complete)
             put32(&out, received)
+            put32(&out, consumed)
             for e in missing {
                 put32(&out, e.chunk)
                 put16(&out, e.firstPiece)
@@ -236,6 +247,36 @@ public struct MulticastPacket: Equatable, Sendable {
         let tag = out.withUnsafeBytes { mac($0) }
         out += tag.prefix(MulticastLimits.macSize)
         return out
+    }
+}
+
+extension MulticastPacket {
+    /// Writes a DATA datagram without its MAC into `out` (≥ 1472 bytes) and returns its
+    /// length; the 16-byte MAC over those bytes goes right after them. The bytes are those
+    /// `serialize` makes, written without allocating (the sender's per-packet path).
+    public static func writeData(into out: UnsafeMutableRawBufferPointer, session: UInt64, sequence: UInt32, round: UInt32,
+                                 header h: DataHeader, payload: UnsafeRawBufferPointer) -> Int {
+        let h0 = MulticastLimits.headerSize, dh = MulticastLimits.dataHeaderSize
+        let n = dh + payload.count
+        precondition(out.count >= h0 + n + MulticastLimits.macSize && h.id.count == 32)
+        func w16(_ at: Int, _ v: UInt16) { out.storeBytes(of: v.bigEndian, toByteOffset: at, as: UInt16.self) }
+        func w32(_ at: Int, _ v: UInt32) { out.storeBytes(of: v.bigEndian, toByteOffset: at, as: UInt32.self) }
+        for (k, m) in magic.enumerated() { out[k] = m }
+        out[4] = version
+        out[5] = MulticastPacketType.data.rawValue
+        w16(6, UInt16(n))
+        out.storeBytes(of: session.bigEndian, toByteOffset: 8, as: UInt64.self)
+        w32(16, sequence)
+        w32(20, round)
+        w32(h0, h.chunk)
+        out[h0 + 4] = h.codec
+        out[h0 + 5] = 0
+        w16(h0 + 6, h.piece)
+        w32(h0 + 8, h.storedLength)
+        w32(h0 + 12, h.rawLength)
+        h.id.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[h0 + 16 ..< h0 + 48]).copyMemory(from: $0) }
+        UnsafeMutableRawBufferPointer(rebasing: out[h0 + dh ..< h0 + n]).copyMemory(from: payload)
+        return h0 + n
     }
 }
 

@@ -83,4 +83,59 @@ final class MulticastMachineTests: XCTestCase {
         play([1000, 1000, 1000])
         XCTAssertEqual(m.rate, 12.5e6, "no loss: speed up again by a quarter")
     }
+
+    /// Pacing (docs: "Pacing by the receivers' progress"): DATA runs at most one window past
+    /// the pacing receivers' `consumed`; held while most are behind, at the floor while a
+    /// minority is; one seen 4 windows behind stops pacing.
+    func testTheWindowHoldsForTheClassAndDropsALaggard() {
+        let w = MulticastLimits.paceWindow
+        var m = machine(min: 2)
+        m.report(receiver: 1, state: .joining, round: 0, received: 0, missing: [], answer: false, consumed: 0, now: 0)
+        m.report(receiver: 2, state: .joining, round: 0, received: 0, missing: [], answer: false, consumed: 0, now: 0)
+        m.tick(now: 0)
+        XCTAssertEqual(m.pace(next: 10 * w, now: 0), .open, "nobody reported consumed yet: only the rate holds")
+        m.report(receiver: 1, state: .receiving, round: 0, received: 0, missing: [], answer: false, consumed: 1000, now: 0.1)
+        m.report(receiver: 2, state: .receiving, round: 0, received: 0, missing: [], answer: false, consumed: 3000, now: 0.1)
+        XCTAssertEqual(m.pace(next: 1000 + w, now: 0.1), .open)
+        XCTAssertEqual(m.pace(next: 1001 + w, now: 0.1), .floor, "one of two is a window behind: on at the floor")
+        XCTAssertEqual(m.pace(next: 3001 + w, now: 0.1), .hold, "both are: wait")
+        // A late, older report does not move consumed back.
+        m.report(receiver: 2, state: .receiving, round: 0, received: 0, missing: [], answer: false, consumed: 2000, now: 0.2)
+        XCTAssertEqual(m.pace(next: 3000 + w, now: 0.2), .floor)
+        // Receiver 1 stalls; the stream went on at the floor until it was 4 windows behind.
+        XCTAssertEqual(m.pace(next: 1000 + 4 * w, now: 0.3), .hold)
+        XCTAssertEqual(m.laggards, 0)
+        XCTAssertEqual(m.pace(next: 1001 + 4 * w, now: 0.3), .hold, "receiver 2 alone paces now, and is behind")
+        XCTAssertEqual(m.laggards, 1, "receiver 1 no longer paces")
+        m.report(receiver: 1, state: .receiving, round: 0, received: 0, missing: [], answer: false, consumed: 1001 + 4 * w, now: 0.4)
+        m.report(receiver: 2, state: .receiving, round: 0, received: 0, missing: [], answer: false, consumed: 1001 + 3 * w, now: 0.4)
+        XCTAssertEqual(m.pace(next: 1001 + 4 * w, now: 0.4), .open)
+        XCTAssertEqual(m.pace(next: 1002 + 4 * w, now: 0.4), .hold, "a laggard stays out even when it catches up")
+        m.report(receiver: 2, state: .done, round: 0, received: 0, missing: [], answer: false, consumed: 1001 + 3 * w, now: 0.5)
+        XCTAssertEqual(m.pace(next: 9 * w, now: 0.5), .open, "done receivers and laggards do not pace")
+        // Sequence numbers wrap.
+        var z = machine(min: 1)
+        z.report(receiver: 1, state: .receiving, round: 0, received: 0, missing: [], answer: false, consumed: UInt32.max - 10, now: 0)
+        XCTAssertEqual(z.pace(next: w - 11, now: 0), .open)
+        XCTAssertEqual(z.pace(next: w - 10, now: 0), .hold, "a single receiver is the class: hold, never overrun it")
+        XCTAssertEqual(z.pace(next: w - 10, now: 3.1), .open, "3 s after its last report it no longer counts")
+    }
+
+    /// Only a REPORT flagged as the round's answer closes the collection early; progress and
+    /// keep-alive REPORTs of the same round do not.
+    func testProgressReportsAreNotAnswers() {
+        var m = machine(min: 1)
+        m.report(receiver: 1, state: .joining, round: 0, received: 0, missing: [], answer: false, consumed: 0, now: 0)
+        m.tick(now: 0)
+        _ = m.takeRound()
+        m.roundSent(pieces: 100, now: 1)
+        m.report(receiver: 1, state: .receiving, round: 0, received: 90, missing: [], answer: false, consumed: 90, now: 1.01)
+        m.tick(now: 1.01)
+        XCTAssertEqual(m.state, .collecting(round: 0, since: 1, piecesSent: 100))
+        m.report(receiver: 1, state: .receiving, round: 0, received: 97, missing: [MissingEntry(chunk: 1, firstPiece: 0, count: 0)],
+                 answer: true, consumed: 105, now: 1.05)
+        m.tick(now: 1.05)
+        XCTAssertEqual(m.state, .streaming(round: 1))
+        XCTAssertEqual(m.takeRound().map(\.chunk), [1])
+    }
 }

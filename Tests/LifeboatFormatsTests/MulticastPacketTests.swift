@@ -41,6 +41,7 @@ final class MulticastPacketTests: XCTestCase {
             .roundEnd(piecesSent: 12345, final: true),
             .report(receiver: 0xdead_beef, state: .receiving, chunksComplete: 3, received: 900,
                     missing: [MissingEntry(chunk: 1, firstPiece: 0, count: 0), MissingEntry(chunk: 4, firstPiece: 7, count: 3)]),
+            .report(receiver: 1, state: .receiving, chunksComplete: 0, received: 0, missing: [], answer: true, consumed: 0xffff_fff0),
         ]
         for body in bodies {
             let p = MulticastPacket(session: 7, sequence: 1, round: 3, body: body)
@@ -70,8 +71,8 @@ final class MulticastPacketTests: XCTestCase {
         expect(good + [0], .tooLong(1473))
         var m = good; m[0] = 0x58
         expect(m, .badMagic)
-        m = good; m[4] = 2
-        expect(m, .badVersion(2))
+        m = good; m[4] = 1
+        expect(m, .badVersion(1))
         m = good; m[5] = 9
         expect(m, .badType(9))
         // A lying length: the header claims one byte more than the datagram holds.
@@ -92,7 +93,30 @@ final class MulticastPacketTests: XCTestCase {
         var r = lying.serialize(mac: Self.toyMAC).dropLast(16).map { $0 }
         r[24 + 11] = 2 // claims two entries, holds one
         r += Self.toyMAC(r.withUnsafeBytes { $0 }).prefix(16)
-        expect(r, .badBody("report says 2 entries in 28 bytes"))
+        expect(r, .badBody("report says 2 entries in 32 bytes"))
+        var flags = lying.serialize(mac: Self.toyMAC).dropLast(16).map { $0 }
+        flags[24 + 9] = 2 // an unknown flag bit
+        flags += Self.toyMAC(flags.withUnsafeBytes { $0 }).prefix(16)
+        expect(flags, .badBody("report state 3 or flags 2"))
+    }
+
+    /// The sender's allocation-free DATA writer makes the bytes `serialize` makes.
+    func testWriteDataMatchesSerialize() throws {
+        for (stored, piece) in [(3000, 0), (3000, 2), (100, 0)] {
+            let expected = dataPacket(stored: stored, piece: piece)
+            let len = DataHeader.payloadLength(stored: stored, piece: piece)
+            let payload = (0 ..< len).map { UInt8($0 & 255) }
+            var out = [UInt8](repeating: 0xee, count: MulticastLimits.maxDatagram)
+            let n = out.withUnsafeMutableBytes { o in
+                payload.withUnsafeBytes {
+                    MulticastPacket.writeData(into: o, session: 42, sequence: 9, round: 2, header: DataHeader(
+                        chunk: 5, codec: 1, piece: UInt16(piece), storedLength: UInt32(stored), rawLength: 9000, id: id), payload: $0)
+                }
+            }
+            let signed = Array(out[0 ..< n]) + Self.toyMAC(out[0 ..< n].withUnsafeBytes { $0 }).prefix(16)
+            XCTAssertEqual(signed, expected)
+            XCTAssertNoThrow(try parse(signed))
+        }
     }
 
     /// Random and mutated datagrams: a typed error or a packet, never a trap.
