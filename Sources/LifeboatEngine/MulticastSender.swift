@@ -200,7 +200,7 @@ public struct MulticastSendOptions: Sendable {
     public var log: (@Sendable (String) -> Void)? = nil
     /// Called once, when the wait ends and the first round starts (the server's session state).
     public var onStreaming: (@Sendable () -> Void)? = nil
-    /// Checked between packets: true ends the session at once (an operator's cancel), with
+    /// Checked every 32 packets and while paced: true ends the session at once (an operator's cancel), with
     /// the session-over ROUND_END so receivers fall back without waiting out the silence.
     public var stop: (@Sendable () -> Bool)? = nil
 
@@ -277,7 +277,7 @@ public enum MulticastSender {
             }
             while true {
                 let p = machine.pace(next: next, now: now)
-                if p == .open { break }
+                if p == .open || o.stop?() == true { break }
                 if shutSince == nil { stats.windowWaits += 1 }
                 // The floor's clock starts when the floor does: not a burst after a hold.
                 if shutSince == nil || p == .hold {
@@ -434,6 +434,7 @@ public enum MulticastSender {
                         sendChunk(i, codec: codec, stored: stored, pieces: [k], round: r)
                         pieces += 1
                         if pieces % 32 == 0 {
+                            if o.stop?() == true { return finish("stopped") }
                             drainReports()
                             if monotonicSeconds() - lastAnnounce >= MulticastLimits.announceStreaming {
                                 send(.announce(imageID: imageID, chunkCount: UInt32(table.count), streaming: true), round: r)

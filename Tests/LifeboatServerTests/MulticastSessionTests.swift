@@ -243,6 +243,42 @@ final class MulticastSessionTests: XCTestCase {
         XCTAssertEqual(try ok("cmp \(q(source)) \(q(disk)) && echo same").trimmingCharacters(in: .whitespacesAndNewlines), "same")
     }
 
+    /// A cancel while the image streams stops the sender mid-round, not at the round's end:
+    /// at 1 MB/s the image's one round would take ~5 s.
+    func testCancellingAStreamingSessionStopsTheSenderMidRound() throws {
+        let image = try sharedImage(work + "/source.img")
+        server.makeHost("pc1", mac: "52:54:00:62:00:11")
+        let created = server.call("POST", "/api/v1/multicast", token: server.admin,
+                                  json: #"{"image":"\#(image)","hosts":["pc1"],"rate":1}"#)
+        XCTAssertEqual(created.status, 201, created.body)
+        let id = try XCTUnwrap(created.json()["id"] as? Int)
+        let disk = work + "/pc1.img"
+        _ = try ok("truncate -s 64M \(q(disk))")
+        let tasks = try XCTUnwrap(created.json()["tasks"] as? [[String: Any]])
+        let a = try agent(tasks[0], pc: 1, disk: disk)
+        defer { wait(a, seconds: 60) }
+        var state = ""
+        for _ in 0 ..< 150 where state != "streaming" {
+            usleep(100_000)
+            state = session(id)["state"] as? String ?? ""
+        }
+        XCTAssertEqual(state, "streaming")
+        XCTAssertEqual(server.call("POST", "/api/v1/multicast/\(id)/cancel", token: server.admin).status, 200)
+        var stats: [String: Any] = [:]
+        for _ in 0 ..< 100 where stats.isEmpty {
+            usleep(100_000)
+            stats = session(id)["stats"] as? [String: Any] ?? [:]
+        }
+        let sent = stats["packetsSent"] as? Int ?? 0
+        // The store holds this image only: its stored bytes are what one round sends.
+        let stored = try XCTUnwrap(server.call("GET", "/api/v1/store", token: server.admin).json()["storedBytes"] as? Int)
+        XCTAssertGreaterThan(sent, 0, "the sender reported its figures: \(session(id))")
+        XCTAssertLessThan(sent * 1384, stored / 2, "stopped well before the round's end (\(stored) bytes): \(stats)")
+        let log = (try? String(contentsOfFile: server.data + "/logs/lifeboat.log", encoding: .utf8)) ?? ""
+        XCTAssert(log.contains("multicast \(id): finished: stopped"), log)
+        XCTAssertEqual(session(id)["reason"] as? String, "cancelled by ada")
+    }
+
     /// Bad sessions are refused whole, with the reason, and make no task.
     func testABadSessionIsRefusedWithItsReasonAndMakesNoTask() throws {
         let image = try sharedImage(work + "/source.img")
