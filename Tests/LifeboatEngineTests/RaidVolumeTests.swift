@@ -292,15 +292,7 @@ final class RaidVolumeTests: EngineTestCase {
             let sbs = try slices.map { try XCTUnwrap(try MD.read($0)) }
             let array = try LogicalVolumeSource(map: try MD.arrayMap(sbs), pvs: slices)
             let file = path("\(v.filesystem?.label ?? "x").array")
-            FileManager.default.createFile(atPath: file, contents: nil)
-            let h = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
-            var pos: UInt64 = 0
-            while pos < array.size {
-                let n = Int(min(4 * MiB, array.size - pos))
-                try h.write(contentsOf: Data(try array.read(at: pos, count: n)))
-                pos += UInt64(n)
-            }
-            try h.close()
+            try copyOut(array, to: file)
             try assertFsckClean(file, Extent(start: 0, length: array.size), "\(v.name) assembled by MD.arrayMap")
         }
 

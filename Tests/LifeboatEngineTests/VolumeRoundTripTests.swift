@@ -26,16 +26,7 @@ final class VolumeRoundTripTests: EngineTestCase {
     func extractLV(_ map: VolumeMap, disk: String, pvStarts: [UInt64], to file: String) throws {
         let dev = try FileDevice(path: disk)
         let pvs: [(any BlockSource)?] = try pvStarts.map { try SliceSource(dev, start: $0, size: 64 * MiB) }
-        let lv = try LogicalVolumeSource(map: map, pvs: pvs)
-        FileManager.default.createFile(atPath: file, contents: nil)
-        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
-        var pos: UInt64 = 0
-        while pos < lv.size {
-            let n = Int(min(4 * MiB, lv.size - pos))
-            try h.write(contentsOf: Data(try lv.read(at: pos, count: n)))
-            pos += UInt64(n)
-        }
-        try h.close()
+        try copyOut(try LogicalVolumeSource(map: map, pvs: pvs), to: file)
     }
 
     /// Writes a filesystem image into an LV of a disk file, stripe by stripe.
